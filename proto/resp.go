@@ -1,0 +1,379 @@
+// RESP2 request parsing, as Redis's networking.c does it.
+//
+// A request is either a multibulk ("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n") or an
+// inline command ("GET k\r\n", as typed into telnet), whose line is split the
+// way Redis's sdssplitargs splits it: runs of blanks separate arguments,
+// "double quotes" take C escapes (\n, \xHH, ...), 'single quotes' take only \'.
+// Multibulk arguments alias the input; inline arguments are decoded into the
+// Command's own buffer. The limits and the error texts are Redis's, so
+// clients see what they already know, and after any of these errors the
+// stream cannot be framed again: the caller answers and closes.
+
+package proto
+
+// Redis's limits on a request.
+const (
+	MaxInlineBytes    = 64 << 10  // longest inline line (PROTO_INLINE_MAX_SIZE)
+	MaxBulkBytes      = 512 << 20 // longest argument (proto-max-bulk-len)
+	MaxMultibulkCount = 1 << 20   // most arguments in one command
+)
+
+// ProtocolError is a RESP framing error; its text is what Redis says after "ERR ".
+type ProtocolError string
+
+func (e ProtocolError) Error() string { return "Protocol error: " + string(e) }
+
+// The protocol errors, worded as Redis words them.
+var (
+	ErrInvalidMultibulkLength = ProtocolError("invalid multibulk length")
+	ErrInvalidBulkLength      = ProtocolError("invalid bulk length")
+	ErrBigMultibulkCount      = ProtocolError("too big mbulk count string")
+	ErrBigBulkCount           = ProtocolError("too big bulk count string")
+	ErrBigInline              = ProtocolError("too big inline request")
+	ErrUnbalancedQuotes       = ProtocolError("unbalanced quotes in request")
+	ErrBulkNotTerminated      = ProtocolError("bulk string not terminated by CRLF")
+)
+
+// ErrExpectedDollar is returned when a multibulk element is not a bulk string.
+type ErrExpectedDollar byte
+
+func (e ErrExpectedDollar) Error() string {
+	return "Protocol error: expected '$', got '" + string(rune(e)) + "'"
+}
+
+// Command is one parsed RESP request. Reuse it across calls: Args and the
+// inline buffer keep their capacity.
+type Command struct {
+	// Args are the command name and its arguments. For a multibulk they alias
+	// the parsed buffer and die with it; copy what must outlive it.
+	Args [][]byte
+	// Need is, after an incomplete parse, how many bytes the request needs in
+	// total when that is known (a bulk string announced its length), else 0.
+	// It lets a caller skip re-parsing until that much has arrived.
+	Need int
+
+	inline []byte // decoded inline arguments, which Args then alias
+	spans  []span // inline argument bounds in inline, before Args are cut
+}
+
+type span struct{ start, end int }
+
+// ParseCommand parses one command from the front of buf. It returns the
+// number of bytes used, 0 when the command is incomplete, or a protocol error.
+// A request without arguments (an empty line, "*0") uses bytes but leaves
+// Args empty: Redis ignores it, so should the caller.
+func ParseCommand(buf []byte, cmd *Command) (int, error) {
+	cmd.Args = cmd.Args[:0]
+	cmd.Need = 0
+	if len(buf) == 0 {
+		return 0, nil
+	}
+	if buf[0] == '*' {
+		return parseMultibulk(buf, cmd)
+	}
+	return parseInline(buf, cmd)
+}
+
+// parseMultibulk parses "*<count>\r\n" followed by count "$<len>\r\n<bytes>\r\n".
+func parseMultibulk(buf []byte, cmd *Command) (int, error) {
+	count, pos, ok := readLength(buf, 1)
+	if pos == 0 {
+		if len(buf) > MaxInlineBytes {
+			return 0, ErrBigMultibulkCount
+		}
+		return 0, nil
+	}
+	if !ok || count > MaxMultibulkCount {
+		return 0, ErrInvalidMultibulkLength
+	}
+	for i := int64(0); i < count; i++ {
+		if pos >= len(buf) {
+			return 0, nil
+		}
+		if buf[pos] != '$' {
+			return 0, ErrExpectedDollar(buf[pos])
+		}
+		size, next, ok := readLength(buf, pos+1)
+		if next == 0 {
+			if len(buf)-pos > MaxInlineBytes {
+				return 0, ErrBigBulkCount
+			}
+			return 0, nil
+		}
+		if !ok || size < 0 || size > MaxBulkBytes {
+			return 0, ErrInvalidBulkLength
+		}
+		end := next + int(size)
+		if end+2 > len(buf) {
+			cmd.Need = end + 2
+			return 0, nil
+		}
+		if buf[end] != '\r' || buf[end+1] != '\n' {
+			return 0, ErrBulkNotTerminated
+		}
+		cmd.Args = append(cmd.Args, buf[next:end:end])
+		pos = end + 2
+	}
+	return pos, nil
+}
+
+// readLength reads the decimal integer that starts at buf[from] and ends at
+// the next "\r\n". It returns the position after the "\r\n" (0 when no line
+// end has arrived yet) and whether the digits made a valid integer.
+func readLength(buf []byte, from int) (n int64, next int, ok bool) {
+	cr := -1
+	for i := from; i < len(buf); i++ {
+		if buf[i] == '\r' {
+			cr = i
+			break
+		}
+	}
+	if cr < 0 || cr+1 >= len(buf) {
+		return 0, 0, false
+	}
+	if buf[cr+1] != '\n' {
+		return 0, cr + 2, false
+	}
+	digits := buf[from:cr]
+	neg := len(digits) > 0 && digits[0] == '-'
+	if neg {
+		digits = digits[1:]
+	}
+	if len(digits) == 0 || len(digits) > 18 {
+		return 0, cr + 2, false
+	}
+	for _, d := range digits {
+		if d < '0' || d > '9' {
+			return 0, cr + 2, false
+		}
+		n = n*10 + int64(d-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, cr + 2, true
+}
+
+// parseInline parses one line ending in "\n" (optionally "\r\n").
+func parseInline(buf []byte, cmd *Command) (int, error) {
+	nl := -1
+	for i, b := range buf {
+		if b == '\n' {
+			nl = i
+			break
+		}
+	}
+	if nl < 0 {
+		if len(buf) > MaxInlineBytes {
+			return 0, ErrBigInline
+		}
+		return 0, nil
+	}
+	if nl > MaxInlineBytes {
+		return 0, ErrBigInline
+	}
+	line := buf[:nl]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	if err := splitArgs(line, cmd); err != nil {
+		return 0, err
+	}
+	return nl + 1, nil
+}
+
+// splitArgs is Redis's sdssplitargs: it decodes the arguments of line into
+// cmd.inline and points cmd.Args at them.
+func splitArgs(line []byte, cmd *Command) error {
+	cmd.inline = cmd.inline[:0]
+	cmd.spans = cmd.spans[:0]
+	i := 0
+	for {
+		for i < len(line) && isBlank(line[i]) {
+			i++
+		}
+		if i == len(line) {
+			break
+		}
+		start := len(cmd.inline)
+		var err error
+		switch line[i] {
+		case '"':
+			i, err = readDoubleQuoted(line, i+1, cmd)
+		case '\'':
+			i, err = readSingleQuoted(line, i+1, cmd)
+		default:
+			for i < len(line) && !isBlank(line[i]) {
+				cmd.inline = append(cmd.inline, line[i])
+				i++
+			}
+		}
+		if err != nil {
+			return err
+		}
+		cmd.spans = append(cmd.spans, span{start, len(cmd.inline)})
+	}
+	for _, s := range cmd.spans {
+		cmd.Args = append(cmd.Args, cmd.inline[s.start:s.end:s.end])
+	}
+	return nil
+}
+
+// readDoubleQuoted decodes a "..." argument whose opening quote is before
+// line[i]; the closing quote must be followed by a blank or the line end.
+func readDoubleQuoted(line []byte, i int, cmd *Command) (int, error) {
+	for i < len(line) {
+		c := line[i]
+		switch {
+		case c == '\\' && i+3 < len(line) && line[i+1] == 'x' && isHex(line[i+2]) && isHex(line[i+3]):
+			cmd.inline = append(cmd.inline, unhex(line[i+2])<<4|unhex(line[i+3]))
+			i += 4
+		case c == '\\' && i+1 < len(line):
+			cmd.inline = append(cmd.inline, unescape(line[i+1]))
+			i += 2
+		case c == '"':
+			if i+1 < len(line) && !isBlank(line[i+1]) {
+				return 0, ErrUnbalancedQuotes
+			}
+			return i + 1, nil
+		default:
+			cmd.inline = append(cmd.inline, c)
+			i++
+		}
+	}
+	return 0, ErrUnbalancedQuotes
+}
+
+// readSingleQuoted decodes a '...' argument, where only \' is an escape.
+func readSingleQuoted(line []byte, i int, cmd *Command) (int, error) {
+	for i < len(line) {
+		c := line[i]
+		switch {
+		case c == '\\' && i+1 < len(line) && line[i+1] == '\'':
+			cmd.inline = append(cmd.inline, '\'')
+			i += 2
+		case c == '\'':
+			if i+1 < len(line) && !isBlank(line[i+1]) {
+				return 0, ErrUnbalancedQuotes
+			}
+			return i + 1, nil
+		default:
+			cmd.inline = append(cmd.inline, c)
+			i++
+		}
+	}
+	return 0, ErrUnbalancedQuotes
+}
+
+// isBlank is C's isspace, which sdssplitargs uses to separate arguments.
+func isBlank(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
+}
+
+func unescape(c byte) byte {
+	switch c {
+	case 'n':
+		return '\n'
+	case 'r':
+		return '\r'
+	case 't':
+		return '\t'
+	case 'b':
+		return '\b'
+	case 'a':
+		return '\a'
+	}
+	return c
+}
+
+func isHex(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0'
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}
+
+// AppendBulk appends v as a RESP bulk string.
+func AppendBulk(dst, v []byte) []byte {
+	dst = AppendBulkHeader(dst, len(v))
+	dst = append(dst, v...)
+	return append(dst, '\r', '\n')
+}
+
+// AppendBulkString appends s as a RESP bulk string.
+func AppendBulkString(dst []byte, s string) []byte {
+	dst = AppendBulkHeader(dst, len(s))
+	dst = append(dst, s...)
+	return append(dst, '\r', '\n')
+}
+
+// AppendBulkHeader appends the "$<n>\r\n" that starts a bulk string of n bytes.
+func AppendBulkHeader(dst []byte, n int) []byte {
+	dst = append(dst, '$')
+	dst = appendUint(dst, uint64(n))
+	return append(dst, '\r', '\n')
+}
+
+// AppendNull appends the RESP2 null bulk string.
+func AppendNull(dst []byte) []byte { return append(dst, "$-1\r\n"...) }
+
+// AppendArray appends the header of an array of n elements.
+func AppendArray(dst []byte, n int) []byte {
+	dst = append(dst, '*')
+	dst = appendUint(dst, uint64(n))
+	return append(dst, '\r', '\n')
+}
+
+// AppendInt appends a RESP integer.
+func AppendInt(dst []byte, n int64) []byte {
+	dst = append(dst, ':')
+	if n < 0 {
+		dst = append(dst, '-')
+		n = -n
+	}
+	dst = appendUint(dst, uint64(n))
+	return append(dst, '\r', '\n')
+}
+
+// AppendSimple appends a RESP simple string such as "+OK".
+func AppendSimple(dst []byte, s string) []byte {
+	dst = append(dst, '+')
+	dst = append(dst, s...)
+	return append(dst, '\r', '\n')
+}
+
+// AppendError appends a RESP error. msg starts with its code ("ERR ...",
+// "WRONGTYPE ..."); any CR or LF in it is replaced by a space, since a RESP
+// error is one line.
+func AppendError(dst []byte, msg string) []byte {
+	dst = append(dst, '-')
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c == '\r' || c == '\n' {
+			c = ' '
+		}
+		dst = append(dst, c)
+	}
+	return append(dst, '\r', '\n')
+}
+
+func appendUint(dst []byte, n uint64) []byte {
+	var tmp [20]byte
+	i := len(tmp)
+	for {
+		i--
+		tmp[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			break
+		}
+	}
+	return append(dst, tmp[i:]...)
+}

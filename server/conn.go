@@ -1,0 +1,287 @@
+// Per-connection state, the FIFO that keeps answers in request order, and the
+// path of a miss to the backend and back.
+//
+// Every request gets its answer either appended straight to the loop's output
+// buffer, when no earlier answer on the connection is still waiting, or in a
+// slot at the tail of the connection's FIFO. A slot is ready once its answer
+// is encoded; flush writes the ready prefix of the FIFO and stops at the first
+// slot still waiting for Redis. Slots are recycled per connection, so a
+// pipeline that mixes misses and hits allocates only for the misses.
+//
+// All of this state belongs to the connection's event loop. Fetch completions
+// come back through EventLoop.Execute and check conn.closed first: after
+// OnClose the descriptor may already serve another client, and a write to it
+// would land there.
+
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/redis-proxy/redis-proxy/backend"
+	"github.com/redis-proxy/redis-proxy/proto"
+)
+
+const (
+	// maxQueued is how many answers may wait on one connection; past it the
+	// connection's input is left unparsed until answers drain.
+	maxQueued = 1024
+	// maxOutbound is how many unsent bytes a client may leave with us before
+	// it is dropped (a client that sends without reading).
+	maxOutbound = 256 << 20
+	// maxInbound is how many unparsed bytes a client may leave with us (gnet
+	// cannot stop reading a socket; Redis's client-query-buffer-limit is 1 GiB).
+	maxInbound = 1 << 30
+	// lingerTimeout bounds how long a closing connection may take to read
+	// the answers still queued for it.
+	lingerTimeout = 10 * time.Second
+	// maxKeptBuffer is the largest slot buffer kept for reuse.
+	maxKeptBuffer = 64 << 10
+)
+
+// conn is one client connection's state.
+type conn struct {
+	c  gnet.Conn
+	lp *loop
+
+	proto     proto.Protocol
+	closed    bool // OnClose has run: never touch c again
+	closing   bool // parse nothing more; close once the queued answers are written
+	lingering bool // a close is waiting for the socket to take the last bytes
+	rejected  bool // over --max-clients: refuse on the first bytes
+	paused    bool // the FIFO was full when parsing stopped
+	need      int  // bytes the incomplete request at the front needs, when known
+
+	queue []*slot // answers not yet written; queue[head:] are live
+	head  int
+	spare []*slot // written slots, for reuse
+
+	name string // CLIENT SETNAME
+}
+
+type slotKind uint8
+
+const (
+	kindGET  slotKind = iota // RESP GET: bulk, null or error
+	kindMGET                 // RESP MGET: array of parts
+	kindHTTP                 // HTTP GET or HEAD
+)
+
+// slot is one answer in a connection's FIFO.
+type slot struct {
+	out   []byte // the encoded answer
+	ready bool   // out is complete
+	kind  slotKind
+
+	http proto.ResponseOptions // kindHTTP: the framing of the answer
+
+	parts   [][]byte // kindMGET: one encoded element per key
+	waiting int      // kindMGET: fetches not yet back
+	failure error    // kindMGET: the first fetch that failed
+}
+
+func (cn *conn) queued() int { return len(cn.queue) - cn.head }
+
+// push appends an empty, not-ready slot to the FIFO.
+func (cn *conn) push() *slot {
+	var sl *slot
+	if n := len(cn.spare); n > 0 {
+		sl = cn.spare[n-1]
+		cn.spare = cn.spare[:n-1]
+	} else {
+		sl = new(slot)
+	}
+	cn.queue = append(cn.queue, sl)
+	return sl
+}
+
+// answerBuf returns where the next answer is to be appended: the loop's
+// output buffer when nothing is queued ahead of it (slot nil), else a new
+// slot at the FIFO's tail, marked ready.
+func (cn *conn) answerBuf() (*slot, *[]byte) {
+	if cn.queued() == 0 {
+		return nil, &cn.lp.out
+	}
+	sl := cn.push()
+	sl.ready = true
+	return sl, &sl.out
+}
+
+func (cn *conn) recycle(sl *slot) {
+	if cap(sl.out) > maxKeptBuffer {
+		sl.out = nil
+	}
+	*sl = slot{out: sl.out[:0]}
+	cn.spare = append(cn.spare, sl)
+}
+
+// process answers every complete request buffered on cn and reports whether
+// cn is to be closed now. It runs on cn's loop.
+func (s *Server) process(cn *conn) bool {
+	c := cn.c
+	if cn.closing {
+		_, _ = c.Discard(-1) // n <= 0 discards everything: input after the last answer is ignored
+		return false
+	}
+	buffered := c.InboundBuffered()
+	if buffered > maxInbound {
+		s.log.Warn("closing client: query buffer over limit", "remote", c.RemoteAddr(), "bytes", buffered)
+		return true
+	}
+	if buffered < cn.need {
+		return false
+	}
+	buf, _ := c.Peek(-1)
+	if cn.proto == proto.Unknown {
+		if cn.proto = proto.Detect(buf); cn.proto == proto.Unknown {
+			return false
+		}
+		if cn.rejected {
+			cn.lp.out = s.appendRefusal(cn.lp.out, cn)
+			cn.closing = true
+			_, _ = c.Discard(-1)
+			return s.flush(cn)
+		}
+	}
+	used := 0
+	for used < len(buf) && !cn.closing && cn.queued() < maxQueued {
+		var n int
+		if cn.proto == proto.HTTP {
+			n = s.serveHTTP(cn, buf[used:])
+		} else {
+			n = s.serveRESP(cn, buf[used:])
+		}
+		if n == 0 {
+			break
+		}
+		used += n
+	}
+	cn.paused = cn.queued() >= maxQueued
+	if used > 0 { // Discard(0) would drop everything
+		_, _ = c.Discard(used)
+	}
+	return s.flush(cn)
+}
+
+// flush writes, after whatever the loop's output buffer already holds for
+// cn, the ready prefix of cn's FIFO, and reports whether cn is to be closed now.
+func (s *Server) flush(cn *conn) bool {
+	lp := cn.lp
+	for cn.queued() > 0 && cn.queue[cn.head].ready {
+		sl := cn.queue[cn.head]
+		cn.queue[cn.head] = nil
+		cn.head++
+		lp.out = append(lp.out, sl.out...)
+		cn.recycle(sl)
+	}
+	if cn.queued() == 0 {
+		cn.queue, cn.head = cn.queue[:0], 0
+	}
+	if len(lp.out) > 0 {
+		_, _ = cn.c.Write(lp.out) // copies what the socket does not take now
+		if cap(lp.out) > maxKeptBuffer {
+			lp.out = nil
+		}
+		lp.out = lp.out[:0]
+		if cn.closed { // the write failed and gnet closed the connection
+			return false
+		}
+	}
+	if n := cn.c.OutboundBuffered(); n > maxOutbound {
+		s.log.Warn("closing client: output buffer over limit", "remote", cn.c.RemoteAddr(), "bytes", n)
+		return true
+	}
+	if cn.closing && cn.queued() == 0 {
+		if cn.c.OutboundBuffered() == 0 {
+			return true
+		}
+		s.closeWhenWritten(cn)
+	}
+	return false
+}
+
+// closeWhenWritten closes cn once the socket has taken every queued byte (or
+// lingerTimeout has passed). gnet's own close gives up at the first EAGAIN,
+// which would cut a large last answer short, and it has no callback for "the
+// output buffer is empty", so the check is repeated every few milliseconds.
+func (s *Server) closeWhenWritten(cn *conn) {
+	if cn.lingering {
+		return
+	}
+	cn.lingering = true
+	deadline := time.Now().Add(lingerTimeout)
+	var check func()
+	check = func() {
+		time.AfterFunc(5*time.Millisecond, func() {
+			_ = cn.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+				switch {
+				case cn.closed:
+				case cn.c.OutboundBuffered() == 0 || time.Now().After(deadline):
+					_ = cn.lp.el.Close(cn.c)
+				default:
+					check()
+				}
+				return nil
+			}))
+		})
+	}
+	check()
+}
+
+// fetch sends a miss for key to the backend; its result fills part of sl.
+// key aliases the read buffer, so it is copied first.
+func (s *Server) fetch(cn *conn, sl *slot, part int, key []byte) {
+	k := string(key)
+	s.pending.Add(1)
+	err := s.backend.Fetch(k, func(r backend.Result) {
+		if r.Found {
+			s.cache.Add(k, r.Value)
+		}
+		err := cn.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			s.pending.Add(-1)
+			s.deliver(cn, sl, part, r)
+			return nil
+		}))
+		if err != nil { // the engine is shutting down and the connection with it
+			s.pending.Add(-1)
+		}
+	})
+	if err != nil {
+		s.pending.Add(-1)
+		s.fill(sl, part, backend.Result{Err: err})
+	}
+}
+
+// deliver fills a slot with a fetch result on cn's loop and writes what is
+// now ready; if the FIFO had been full, parsing resumes.
+func (s *Server) deliver(cn *conn, sl *slot, part int, r backend.Result) {
+	if cn.closed {
+		return
+	}
+	s.fill(sl, part, r)
+	closeNow := s.flush(cn)
+	if !closeNow && !cn.closed && cn.paused && cn.queued() < maxQueued {
+		closeNow = s.process(cn)
+	}
+	if closeNow {
+		_ = cn.lp.el.Close(cn.c)
+	}
+}
+
+// fill encodes a fetch result into its slot.
+func (s *Server) fill(sl *slot, part int, r backend.Result) {
+	switch sl.kind {
+	case kindGET:
+		sl.out = appendRESPResult(sl.out, r)
+		sl.ready = true
+	case kindHTTP:
+		sl.http.Date = s.dateNow()
+		sl.out = appendHTTPResult(sl.out, &sl.http, r)
+		sl.ready = true
+	case kindMGET:
+		s.fillMGET(sl, part, r)
+	}
+}

@@ -1,0 +1,74 @@
+// The proxy's counters and the RESP INFO answer built from them.
+//
+// Counters that the request path bumps live per event loop, so a loop only
+// ever writes its own cache lines; INFO sums them.
+
+package server
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// loopStats are one loop's request counters, written by the loop only.
+type loopStats struct {
+	respCommands atomic.Uint64
+	httpRequests atomic.Uint64
+	hits         atomic.Uint64
+	misses       atomic.Uint64
+}
+
+// Version is the proxy's version, set at build time.
+var Version = "dev"
+
+// info renders the proxy's state in Redis INFO format.
+func (s *Server) info() string {
+	var resp, http, hits, misses uint64
+	s.loopsMu.Lock()
+	for _, lp := range s.loops {
+		resp += lp.stats.respCommands.Load()
+		http += lp.stats.httpRequests.Load()
+		hits += lp.stats.hits.Load()
+		misses += lp.stats.misses.Load()
+	}
+	s.loopsMu.Unlock()
+	cs := s.cache.Stats()
+	bs := s.backend.Stats()
+
+	var b strings.Builder
+	section := func(name string) { fmt.Fprintf(&b, "# %s\r\n", name) }
+	field := func(name string, v any) { fmt.Fprintf(&b, "%s:%v\r\n", name, v) }
+	section("Server")
+	field("redis_version", "7.0.0")
+	field("redis_mode", "standalone")
+	field("proxy", "redis-proxy")
+	field("proxy_version", Version)
+	field("process_id", os.Getpid())
+	field("tcp_listen", s.cfg.Listen)
+	field("uptime_in_seconds", int(time.Since(s.started).Seconds()))
+	b.WriteString("\r\n")
+	section("Clients")
+	field("connected_clients", s.clients.Load())
+	field("maxclients", s.cfg.MaxClients)
+	b.WriteString("\r\n")
+	section("Stats")
+	field("total_connections_received", s.accepted.Load())
+	field("rejected_connections", s.rejected.Load())
+	field("total_commands_processed", resp)
+	field("total_http_requests", http)
+	field("keyspace_hits", hits)
+	field("keyspace_misses", misses)
+	field("evicted_keys", cs.Evictions)
+	field("expired_keys", cs.Expirations)
+	field("backend_fetches", bs.Fetches)
+	field("backend_errors", bs.Errors)
+	field("backend_queued", bs.Queued)
+	field("backend_in_flight", s.pending.Load())
+	b.WriteString("\r\n")
+	section("Keyspace")
+	field("cached_keys", cs.Len)
+	return b.String()
+}

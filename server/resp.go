@@ -1,0 +1,312 @@
+// The RESP commands the proxy answers.
+//
+// GET and MGET are served from the cache and the backend. The rest are the
+// commands that clients and tools send around their reads (connection
+// handshakes, redis-benchmark's CONFIG GET, redis-cli's COMMAND DOCS), each
+// answered the way Redis answers it so that they start quietly. Everything
+// else is refused as an unknown command, since the proxy is read-only and
+// never forwards anything but GET.
+
+package server
+
+import (
+	"errors"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/redis-proxy/redis-proxy/backend"
+	"github.com/redis-proxy/redis-proxy/proto"
+)
+
+// serveRESP answers the command at the front of buf and returns the bytes it
+// used, 0 if the command is incomplete.
+func (s *Server) serveRESP(cn *conn, buf []byte) int {
+	cmd := &cn.lp.cmd
+	n, err := proto.ParseCommand(buf, cmd)
+	if err != nil {
+		_, dst := cn.answerBuf()
+		*dst = proto.AppendError(*dst, "ERR "+err.Error())
+		cn.closing = true // like Redis: the stream can no longer be framed
+		return len(buf)
+	}
+	if n == 0 {
+		cn.need = cmd.Need
+		return 0
+	}
+	cn.need = 0
+	if len(cmd.Args) > 0 {
+		cn.lp.stats.respCommands.Add(1)
+		s.command(cn, cmd.Args)
+	}
+	return n
+}
+
+func (s *Server) command(cn *conn, args [][]byte) {
+	name := args[0]
+	switch {
+	case proto.EqualFold(name, "get"):
+		if len(args) != 2 {
+			s.reply(cn, wrongArgs("get"))
+			return
+		}
+		s.get(cn, args[1])
+	case proto.EqualFold(name, "mget"):
+		if len(args) < 2 {
+			s.reply(cn, wrongArgs("mget"))
+			return
+		}
+		s.mget(cn, args[1:])
+	case proto.EqualFold(name, "ping"):
+		switch len(args) {
+		case 1:
+			s.reply(cn, proto.AppendSimple(nil, "PONG"))
+		case 2:
+			s.reply(cn, proto.AppendBulk(nil, args[1]))
+		default:
+			s.reply(cn, wrongArgs("ping"))
+		}
+	case proto.EqualFold(name, "echo"):
+		if len(args) != 2 {
+			s.reply(cn, wrongArgs("echo"))
+			return
+		}
+		s.reply(cn, proto.AppendBulk(nil, args[1]))
+	case proto.EqualFold(name, "quit"):
+		s.reply(cn, proto.AppendSimple(nil, "OK"))
+		cn.closing = true
+	case proto.EqualFold(name, "select"):
+		s.reply(cn, selectDB(args))
+	case proto.EqualFold(name, "client"):
+		s.reply(cn, s.client(cn, args))
+	case proto.EqualFold(name, "command"):
+		s.reply(cn, commandInfo(args))
+	case proto.EqualFold(name, "config"):
+		s.reply(cn, configGet(args))
+	case proto.EqualFold(name, "info"):
+		s.reply(cn, proto.AppendBulkString(nil, s.info()))
+	case proto.EqualFold(name, "auth"):
+		s.reply(cn, proto.AppendError(nil, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"))
+	default:
+		s.reply(cn, unknownCommand(args))
+	}
+}
+
+// reply queues an answer that is complete at once.
+func (s *Server) reply(cn *conn, answer []byte) {
+	_, dst := cn.answerBuf()
+	*dst = append(*dst, answer...)
+}
+
+// get answers GET key: from the cache when it can, else through a fetch.
+func (s *Server) get(cn *conn, key []byte) {
+	sl, dst := cn.answerBuf()
+	if s.cache.Get(key, func(v []byte) { *dst = proto.AppendBulk(*dst, v) }) {
+		cn.lp.stats.hits.Add(1)
+		return
+	}
+	cn.lp.stats.misses.Add(1)
+	if sl == nil {
+		sl = cn.push()
+	}
+	sl.ready, sl.kind = false, kindGET
+	s.fetch(cn, sl, 0, key)
+}
+
+// mget answers MGET: hits are encoded now, misses are fetched together, and
+// the array is written once every part is in.
+func (s *Server) mget(cn *conn, keys [][]byte) {
+	sl := cn.push()
+	sl.kind = kindMGET
+	sl.parts = make([][]byte, len(keys))
+	var missed []int
+	for i, k := range keys {
+		if s.cache.Get(k, func(v []byte) { sl.parts[i] = proto.AppendBulk(nil, v) }) {
+			cn.lp.stats.hits.Add(1)
+		} else {
+			cn.lp.stats.misses.Add(1)
+			missed = append(missed, i)
+		}
+	}
+	sl.waiting = len(missed)
+	if len(missed) == 0 {
+		finishMGET(sl)
+		return
+	}
+	for _, i := range missed {
+		s.fetch(cn, sl, i, keys[i])
+	}
+}
+
+// fillMGET records one fetched part. As Redis's MGET does, a key holding a
+// non-string (WRONGTYPE) reads as nil; a failed fetch fails the whole answer.
+func (s *Server) fillMGET(sl *slot, part int, r backend.Result) {
+	var reply backend.ReplyError
+	switch {
+	case r.Found:
+		sl.parts[part] = proto.AppendBulk(nil, r.Value)
+	case r.Err == nil || errors.As(r.Err, &reply):
+		sl.parts[part] = proto.AppendNull(nil)
+	case sl.failure == nil:
+		sl.failure = r.Err
+	}
+	sl.waiting--
+	if sl.waiting == 0 {
+		finishMGET(sl)
+	}
+}
+
+func finishMGET(sl *slot) {
+	if sl.failure != nil {
+		sl.out = appendRESPResult(sl.out, backend.Result{Err: sl.failure})
+	} else {
+		sl.out = proto.AppendArray(sl.out, len(sl.parts))
+		for _, p := range sl.parts {
+			sl.out = append(sl.out, p...)
+		}
+	}
+	sl.parts = nil
+	sl.ready = true
+}
+
+// appendRESPResult encodes a GET's fetch result.
+func appendRESPResult(dst []byte, r backend.Result) []byte {
+	var reply backend.ReplyError
+	switch {
+	case r.Found:
+		return proto.AppendBulk(dst, r.Value)
+	case r.Err == nil:
+		return proto.AppendNull(dst)
+	case errors.As(r.Err, &reply):
+		return proto.AppendError(dst, string(reply))
+	case errors.Is(r.Err, backend.ErrTimeout):
+		return proto.AppendError(dst, "ERR backend timeout")
+	case errors.Is(r.Err, backend.ErrOverloaded):
+		return proto.AppendError(dst, "ERR backend overloaded: "+r.Err.Error())
+	}
+	return proto.AppendError(dst, "ERR "+r.Err.Error())
+}
+
+func wrongArgs(cmd string) []byte {
+	return proto.AppendError(nil, "ERR wrong number of arguments for '"+cmd+"' command")
+}
+
+// unknownCommand words the refusal as Redis 7 does.
+func unknownCommand(args [][]byte) []byte {
+	var b strings.Builder
+	b.WriteString("ERR unknown command '")
+	b.Write(truncate(args[0], 128))
+	b.WriteString("', with args beginning with: ")
+	for _, a := range args[1:] {
+		if b.Len() > 256 {
+			break
+		}
+		b.WriteByte('\'')
+		b.Write(truncate(a, 128))
+		b.WriteString("' ")
+	}
+	return proto.AppendError(nil, b.String())
+}
+
+func truncate(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
+
+// selectDB accepts database 0, the only one the proxy serves.
+func selectDB(args [][]byte) []byte {
+	if len(args) != 2 {
+		return wrongArgs("select")
+	}
+	n, err := strconv.Atoi(string(args[1]))
+	switch {
+	case err != nil:
+		return proto.AppendError(nil, "ERR value is not an integer or out of range")
+	case n != 0:
+		return proto.AppendError(nil, "ERR DB index is out of range")
+	}
+	return proto.AppendSimple(nil, "OK")
+}
+
+// client answers the CLIENT subcommands that client libraries send when they
+// connect.
+func (s *Server) client(cn *conn, args [][]byte) []byte {
+	if len(args) < 2 {
+		return wrongArgs("client")
+	}
+	sub := args[1]
+	switch {
+	case proto.EqualFold(sub, "setname") && len(args) == 3:
+		if strings.ContainsFunc(string(args[2]), func(r rune) bool { return r <= ' ' || r > '~' }) {
+			return proto.AppendError(nil, "ERR Client names cannot contain spaces, newlines or special characters.")
+		}
+		cn.name = string(args[2])
+		return proto.AppendSimple(nil, "OK")
+	case proto.EqualFold(sub, "getname") && len(args) == 2:
+		if cn.name == "" {
+			return proto.AppendNull(nil)
+		}
+		return proto.AppendBulkString(nil, cn.name)
+	case proto.EqualFold(sub, "setinfo") && len(args) == 4:
+		return proto.AppendSimple(nil, "OK")
+	}
+	return proto.AppendError(nil, "ERR unknown subcommand or wrong number of arguments for '"+
+		string(truncate(sub, 128))+"'. Try CLIENT HELP.")
+}
+
+// commandInfo gives tools an empty command table: COMMAND COUNT is 0, every
+// other form an empty array.
+func commandInfo(args [][]byte) []byte {
+	if len(args) >= 2 && proto.EqualFold(args[1], "count") {
+		return proto.AppendInt(nil, 0)
+	}
+	return proto.AppendArray(nil, 0)
+}
+
+// configValues are the settings tools read at start-up, with the values that
+// describe the proxy: it persists nothing and serves one database.
+var configValues = [][2]string{
+	{"save", ""},
+	{"appendonly", "no"},
+	{"databases", "1"},
+}
+
+// configGet answers CONFIG GET pattern [pattern ...] with the name/value pairs
+// that match, as Redis 7 does; other CONFIG subcommands are refused.
+func configGet(args [][]byte) []byte {
+	if len(args) < 2 || !proto.EqualFold(args[1], "get") {
+		sub := ""
+		if len(args) >= 2 {
+			sub = string(truncate(args[1], 128))
+		}
+		return proto.AppendError(nil, "ERR unknown subcommand or wrong number of arguments for '"+sub+"'. Try CONFIG HELP.")
+	}
+	if len(args) < 3 {
+		return wrongArgs("config|get")
+	}
+	var pairs []string
+	for _, kv := range configValues {
+		for _, pattern := range args[2:] {
+			if ok, _ := path.Match(strings.ToLower(string(pattern)), kv[0]); ok {
+				pairs = append(pairs, kv[0], kv[1])
+				break
+			}
+		}
+	}
+	out := proto.AppendArray(nil, len(pairs))
+	for _, p := range pairs {
+		out = proto.AppendBulkString(out, p)
+	}
+	return out
+}
+
+// appendRefusal answers a connection refused for --max-clients, in its protocol.
+func (s *Server) appendRefusal(dst []byte, cn *conn) []byte {
+	if cn.proto == proto.HTTP {
+		o := proto.ResponseOptions{Date: s.dateNow()}
+		return proto.AppendStatus(dst, &o, 503, "too many clients: --max-clients reached")
+	}
+	return proto.AppendError(dst, "ERR max number of clients reached")
+}

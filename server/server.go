@@ -1,0 +1,290 @@
+// Package server is the proxy's front end: a gnet engine whose event loops
+// accept client connections, detect each one's protocol (HTTP or RESP) from
+// its first bytes, answer hits from the cache inline, hand misses to the
+// backend, and write every answer back in request order.
+//
+// How it works. gnet runs one acceptor and Loops event loops; each loop owns
+// its connections and is the only goroutine that touches their state, so
+// nothing on the request path locks anything beyond one cache shard. A
+// request's answer is appended either straight to the loop's output buffer
+// (when nothing is waiting ahead of it on the connection) or to a slot at the
+// tail of the connection's FIFO (conn.go). A miss leaves its slot empty and
+// goes to the backend; when the fetch completes, a worker inserts the value
+// into the cache and schedules the delivery back onto the connection's loop
+// (EventLoop.Execute), where the slot is filled and the FIFO's ready prefix is
+// written. All writes happen on the loop, from the head of the FIFO, so the
+// order of answers never depends on the order in which fetches complete or in
+// which gnet runs its tasks.
+//
+// The hit path of one request: OnTraffic -> Peek -> proto parse (no copy) ->
+// cache.Get copies the value, under its shard lock, into the output buffer as
+// a RESP bulk or HTTP body -> one Write per OnTraffic. It allocates nothing.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/redis-proxy/redis-proxy/backend"
+	"github.com/redis-proxy/redis-proxy/lru"
+	"github.com/redis-proxy/redis-proxy/proto"
+)
+
+// Config is the front end's part of the proxy configuration.
+type Config struct {
+	Listen     string // host:port for HTTP and RESP
+	Loops      int    // event loops; 0 means one per CPU
+	MaxClients int    // open client connections allowed at once
+	PinCPUs    bool   // pin each loop's thread to its own CPU
+	Logger     *slog.Logger
+}
+
+// Server is the proxy's front end. Create it with New, run it with Serve,
+// stop it with Shutdown.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	cfg     Config
+	cache   *lru.Cache
+	backend *backend.Client
+	log     *slog.Logger
+	started time.Time
+
+	eng      gnet.Engine
+	booted   chan struct{} // closed once the engine is up and eng is set
+	draining atomic.Bool   // set by Shutdown: new connections are closed at once
+
+	clients  atomic.Int64 // open connections counted against MaxClients
+	rejected atomic.Uint64
+	accepted atomic.Uint64
+	pending  atomic.Int64 // fetches issued whose answers have not been delivered
+
+	date atomic.Pointer[[]byte] // the HTTP Date header value, refreshed every second
+
+	loopsMu sync.Mutex // protects loops and nextCPU
+	loops   map[gnet.EventLoop]*loop
+	cpus    []int // CPUs this process may run on, for pinning
+	nextCPU int
+}
+
+// New returns a server answering from cache and fetching misses through be.
+func New(cfg Config, cache *lru.Cache, be *backend.Client) *Server {
+	s := &Server{
+		cfg:     cfg,
+		cache:   cache,
+		backend: be,
+		log:     cfg.Logger,
+		started: time.Now(),
+		booted:  make(chan struct{}),
+		loops:   make(map[gnet.EventLoop]*loop),
+	}
+	if cfg.PinCPUs {
+		s.cpus = allowedCPUs()
+	}
+	s.updateDate()
+	return s
+}
+
+// Serve listens on cfg.Listen and serves until Shutdown. It returns at once
+// with an error if the address cannot be listened on.
+func (s *Server) Serve() error {
+	loops := s.cfg.Loops
+	if loops <= 0 {
+		loops = runtime.NumCPU()
+	}
+	err := gnet.Run(s, "tcp://"+s.cfg.Listen,
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(loops),
+		gnet.WithLockOSThread(true),
+		gnet.WithReuseAddr(true), // restart over TIME_WAIT sockets; SO_REUSEPORT stays off so a second proxy fails "in use"
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithTicker(true),
+		gnet.WithLogger(gnetLogger{s.log}),
+	)
+	if err != nil && errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("--listen %s: address already in use", s.cfg.Listen)
+	}
+	if err != nil {
+		return fmt.Errorf("--listen %s: %v", s.cfg.Listen, err)
+	}
+	return nil
+}
+
+// Shutdown stops taking connections, waits (bounded by ctx) for the fetches
+// in flight to be answered, then closes every connection and stops the loops.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	select {
+	case <-s.booted:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	for s.pending.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s.eng.Stop(ctx)
+}
+
+// OnBoot keeps the engine for Shutdown.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	close(s.booted)
+	s.log.Info("listening", "addr", s.cfg.Listen, "protocols", "http,resp")
+	return gnet.None
+}
+
+// OnTick refreshes the Date header once a second. It runs on gnet's ticker
+// goroutine, not on a loop.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.updateDate()
+	return time.Second, gnet.None
+}
+
+func (s *Server) updateDate() {
+	d := []byte(time.Now().UTC().Format(http1123))
+	s.date.Store(&d)
+}
+
+func (s *Server) dateNow() []byte { return *s.date.Load() }
+
+const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
+
+// OnOpen admits a connection, or marks it to be refused when MaxClients are
+// open (the refusal is sent in the client's protocol, once its first bytes
+// say which).
+func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	if s.draining.Load() {
+		return nil, gnet.Close
+	}
+	cn := &conn{c: c, lp: s.loopOf(c)}
+	s.accepted.Add(1)
+	if s.clients.Add(1) > int64(s.cfg.MaxClients) {
+		s.clients.Add(-1)
+		s.rejected.Add(1)
+		cn.rejected = true
+		s.closeIfSilent(cn)
+	}
+	c.SetContext(cn)
+	return nil, gnet.None
+}
+
+// OnClose marks the connection closed, so that late deliveries skip it: its
+// fd may already belong to another client.
+func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
+	cn, ok := c.Context().(*conn)
+	if !ok {
+		return gnet.None
+	}
+	cn.closed = true
+	if !cn.rejected {
+		s.clients.Add(-1)
+	}
+	return gnet.None
+}
+
+// OnTraffic answers every complete request that has arrived.
+func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	cn := c.Context().(*conn)
+	if s.process(cn) {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// loop is the state one event loop shares among its connections. Only that
+// loop's goroutine touches it, except the counters, which others read.
+type loop struct {
+	el    gnet.EventLoop
+	out   []byte        // answers gathered for one Write
+	cmd   proto.Command // RESP parse scratch
+	req   proto.Request // HTTP parse scratch
+	stats loopStats
+}
+
+// loopOf returns the state of c's loop, creating it (and pinning the loop's
+// thread) on the first connection the loop sees.
+func (s *Server) loopOf(c gnet.Conn) *loop {
+	el := c.EventLoop()
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	lp, ok := s.loops[el]
+	if !ok {
+		lp = &loop{el: el}
+		s.loops[el] = lp
+		if len(s.cpus) > 1 {
+			s.pinThread(s.cpus[s.nextCPU%len(s.cpus)])
+			s.nextCPU++
+		}
+	}
+	return lp
+}
+
+// pinThread pins the calling thread, which is the loop's (OnOpen runs on the
+// loop), to one CPU. gnet has no affinity setting of its own and creates its
+// loops after OnBoot, so the first callback on each loop is the earliest
+// place to do it. gnet already locks the loop goroutine to its thread
+// (WithLockOSThread); the extra LockOSThread here is never undone, so that
+// when the loop ends, its goroutine exits still locked and the runtime
+// retires the thread with its narrowed CPU mask instead of reusing it.
+// Where affinity is not allowed (a restricted container), the loop simply
+// stays unpinned.
+func (s *Server) pinThread(cpu int) {
+	runtime.LockOSThread()
+	var set unix.CPUSet
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		s.log.Debug("cpu pinning not allowed", "cpu", cpu, "err", err)
+		return
+	}
+	s.log.Debug("event loop pinned", "cpu", cpu)
+}
+
+// allowedCPUs lists the CPUs in this process's affinity mask (which honours
+// cgroup cpusets), or nil if it cannot be read.
+func allowedCPUs() []int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return nil
+	}
+	var cpus []int
+	for i := 0; i < len(set)*64; i++ {
+		if set.IsSet(i) {
+			cpus = append(cpus, i)
+		}
+	}
+	return cpus
+}
+
+// closeIfSilent closes a refused connection that has not said anything
+// within a second, so a client that never speaks cannot hold a descriptor.
+func (s *Server) closeIfSilent(cn *conn) {
+	time.AfterFunc(time.Second, func() {
+		_ = cn.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			if !cn.closed && !cn.closing {
+				cn.lp.out = s.appendRefusal(cn.lp.out, cn)
+				cn.closing = true
+				s.flush(cn)
+			}
+			return nil
+		}))
+	})
+}
+
+// gnetLogger sends gnet's own log lines to slog, below our level of detail.
+type gnetLogger struct{ log *slog.Logger }
+
+func (l gnetLogger) Debugf(f string, a ...any) { l.log.Debug(fmt.Sprintf(f, a...)) }
+func (l gnetLogger) Infof(f string, a ...any)  { l.log.Debug(fmt.Sprintf(f, a...)) }
+func (l gnetLogger) Warnf(f string, a ...any)  { l.log.Warn(fmt.Sprintf(f, a...)) }
+func (l gnetLogger) Errorf(f string, a ...any) { l.log.Error(fmt.Sprintf(f, a...)) }
+func (l gnetLogger) Fatalf(f string, a ...any) { l.log.Error(fmt.Sprintf(f, a...)) }
