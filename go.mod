@@ -6,6 +6,7 @@ require (
 	github.com/cespare/xxhash/v2 v2.3.0
 	github.com/panjf2000/gnet/v2 v2.9.7
 	github.com/redis/rueidis v1.0.79
+	github.com/tidwall/resp v0.1.1
 	golang.org/x/sys v0.49.0
 )
 
