@@ -60,7 +60,7 @@ func (s *Server) command(cn *conn, args [][]byte) {
 	case proto.EqualFold(name, "ping"):
 		switch len(args) {
 		case 1:
-			s.reply(cn, proto.AppendSimple(nil, "PONG"))
+			s.reply(cn, pongReply)
 		case 2:
 			s.reply(cn, proto.AppendBulk(nil, args[1]))
 		default:
@@ -73,7 +73,7 @@ func (s *Server) command(cn *conn, args [][]byte) {
 		}
 		s.reply(cn, proto.AppendBulk(nil, args[1]))
 	case proto.EqualFold(name, "quit"):
-		s.reply(cn, proto.AppendSimple(nil, "OK"))
+		s.reply(cn, okReply)
 		cn.closing = true
 	case proto.EqualFold(name, "select"):
 		s.reply(cn, selectDB(args))
@@ -91,6 +91,12 @@ func (s *Server) command(cn *conn, args [][]byte) {
 		s.reply(cn, unknownCommand(args))
 	}
 }
+
+// Fixed answers, so that PING and friends allocate nothing either.
+var (
+	okReply   = proto.AppendSimple(nil, "OK")
+	pongReply = proto.AppendSimple(nil, "PONG")
+)
 
 // reply queues an answer that is complete at once.
 func (s *Server) reply(cn *conn, answer []byte) {
@@ -227,7 +233,7 @@ func selectDB(args [][]byte) []byte {
 	case n != 0:
 		return proto.AppendError(nil, "ERR DB index is out of range")
 	}
-	return proto.AppendSimple(nil, "OK")
+	return okReply
 }
 
 // client answers the CLIENT subcommands that client libraries send when they
@@ -243,14 +249,14 @@ func (s *Server) client(cn *conn, args [][]byte) []byte {
 			return proto.AppendError(nil, "ERR Client names cannot contain spaces, newlines or special characters.")
 		}
 		cn.name = string(args[2])
-		return proto.AppendSimple(nil, "OK")
+		return okReply
 	case proto.EqualFold(sub, "getname") && len(args) == 2:
 		if cn.name == "" {
 			return proto.AppendNull(nil)
 		}
 		return proto.AppendBulkString(nil, cn.name)
 	case proto.EqualFold(sub, "setinfo") && len(args) == 4:
-		return proto.AppendSimple(nil, "OK")
+		return okReply
 	}
 	return proto.AppendError(nil, "ERR unknown subcommand or wrong number of arguments for '"+
 		string(truncate(sub, 128))+"'. Try CLIENT HELP.")

@@ -1,0 +1,278 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/redis-proxy/redis-proxy/backend"
+	"github.com/redis-proxy/redis-proxy/internal/redistest"
+	"github.com/redis-proxy/redis-proxy/lru"
+)
+
+// These tests drive the gnet callbacks directly with an in-memory connection
+// and loop, so that what happens on a loop (parsing, the FIFO, deliveries) can
+// be stepped through deterministically and measured without sockets. The
+// black-box tests of the real binary are in systemtest/.
+
+// fakeLoop stands in for a gnet event loop: Execute queues the runnable for
+// the test to run, as the loop would, on the test's goroutine.
+type fakeLoop struct {
+	gnet.EventLoop // methods not defined below are never called
+	tasks          chan gnet.Runnable
+	srv            *Server
+}
+
+func (l *fakeLoop) Execute(_ context.Context, r gnet.Runnable) error {
+	l.tasks <- r
+	return nil
+}
+
+func (l *fakeLoop) Close(c gnet.Conn) error {
+	fc := c.(*fakeConn)
+	fc.closed = true
+	l.srv.OnClose(c, nil)
+	return nil
+}
+
+// runTask runs the next runnable queued on the loop.
+func (l *fakeLoop) runTask(t testing.TB) {
+	t.Helper()
+	select {
+	case r := <-l.tasks:
+		_ = r.Run(context.Background())
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery reached the loop")
+	}
+}
+
+// fakeConn is an in-memory gnet connection: in is what the client sent and
+// the server has not consumed, out what the server wrote.
+type fakeConn struct {
+	gnet.Conn // methods not defined below are never called
+	loop      *fakeLoop
+	in        []byte
+	out       bytes.Buffer
+	ctx       any
+	closed    bool
+}
+
+func (c *fakeConn) Peek(n int) ([]byte, error) { return c.in, nil }
+func (c *fakeConn) Discard(n int) (int, error) {
+	if n <= 0 || n >= len(c.in) {
+		n = len(c.in)
+	}
+	c.in = c.in[:copy(c.in, c.in[n:])] // keep the buffer, as gnet keeps its ring
+	return n, nil
+}
+func (c *fakeConn) InboundBuffered() int          { return len(c.in) }
+func (c *fakeConn) Write(p []byte) (int, error)   { return c.out.Write(p) }
+func (c *fakeConn) OutboundBuffered() int         { return 0 }
+func (c *fakeConn) Context() any                  { return c.ctx }
+func (c *fakeConn) SetContext(v any)              { c.ctx = v }
+func (c *fakeConn) EventLoop() gnet.EventLoop     { return c.loop }
+func (c *fakeConn) RemoteAddr() net.Addr          { return &net.TCPAddr{} }
+func (c *fakeConn) send(s string) (closeNow bool) { c.in = append(c.in, s...); return c.traffic() }
+func (c *fakeConn) traffic() bool                 { return c.loop.srv.OnTraffic(c) == gnet.Close }
+func (c *fakeConn) takeOut() string               { s := c.out.String(); c.out.Reset(); return s }
+func (l *fakeLoop) open(t testing.TB) *fakeConn   { return l.openConn(t) }
+func (l *fakeLoop) openConn(t testing.TB) *fakeConn {
+	t.Helper()
+	c := &fakeConn{loop: l}
+	if _, action := l.srv.OnOpen(c); action != gnet.None {
+		t.Fatal("connection refused")
+	}
+	return c
+}
+
+func newTestServer(t testing.TB, be *backend.Client) (*Server, *fakeLoop) {
+	cache := lru.New(1000, time.Minute, nil)
+	s := New(Config{Listen: "127.0.0.1:0", MaxClients: 10, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, cache, be)
+	return s, &fakeLoop{tasks: make(chan gnet.Runnable, 4096), srv: s}
+}
+
+func newTestBackend(t *testing.T) (*redistest.Server, *backend.Client) {
+	redis := redistest.Start(t)
+	be, err := backend.New(backend.Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 4, QueueLen: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(be.Close)
+	return redis, be
+}
+
+// A hit that follows a pending miss on the same connection waits for it:
+// answers leave in request order however the fetches complete.
+func TestOrderBehindPendingMiss(t *testing.T) {
+	redis, be := newTestBackend(t)
+	s, lp := newTestServer(t, be)
+	redis.Do("SET", "m1", "miss-one")
+	redis.Do("SET", "m2", "miss-two")
+	s.cache.Add("h1", []byte("hit-one"))
+	s.cache.Add("h2", []byte("hit-two"))
+	c := lp.open(t)
+
+	c.send("GET h1\r\nGET m1\r\nGET h2\r\nGET m2\r\nGET h1\r\n")
+	if got := c.takeOut(); got != "$7\r\nhit-one\r\n" {
+		t.Fatalf("before any fetch returned, wrote %q", got)
+	}
+	lp.runTask(t)
+	lp.runTask(t)
+	want := "$8\r\nmiss-one\r\n$7\r\nhit-two\r\n$8\r\nmiss-two\r\n$7\r\nhit-one\r\n"
+	if got := c.takeOut(); got != want {
+		t.Fatalf("got %q\nwant %q", got, want)
+	}
+	// The misses are cached now: a second round is answered at once.
+	c.send("GET m1\r\nGET m2\r\n")
+	if got := c.takeOut(); got != "$8\r\nmiss-one\r\n$8\r\nmiss-two\r\n" {
+		t.Fatalf("second round: %q", got)
+	}
+}
+
+func TestHTTPOrderBehindPendingMiss(t *testing.T) {
+	redis, be := newTestBackend(t)
+	s, lp := newTestServer(t, be)
+	redis.Do("SET", "m", "fetched")
+	s.cache.Add("h", []byte("cached"))
+	c := lp.open(t)
+	c.send("GET /m HTTP/1.1\r\n\r\nGET /h HTTP/1.1\r\n\r\nGET /none HTTP/1.1\r\nConnection: close\r\n\r\n")
+	if got := c.takeOut(); got != "" {
+		t.Fatalf("wrote %q before the miss returned", got)
+	}
+	lp.runTask(t)
+	lp.runTask(t)
+	got := c.takeOut()
+	i1, i2, i3 := strings.Index(got, "\r\n\r\nfetched"), strings.Index(got, "\r\n\r\ncached"), strings.Index(got, "404 Not Found")
+	if i1 < 0 || i2 < i1 || i3 < i2 || !strings.Contains(got[i3:], "Connection: close") {
+		t.Fatalf("answers out of order or missing:\n%s", got)
+	}
+	if !c.closed {
+		t.Fatal("Connection: close did not close after the last answer")
+	}
+}
+
+// A fetch that completes after its connection closed writes nothing: the
+// descriptor may belong to another client by then.
+func TestDeliveryAfterCloseIsDropped(t *testing.T) {
+	redis, be := newTestBackend(t)
+	s, lp := newTestServer(t, be)
+	redis.Do("SET", "k", "v")
+	c := lp.open(t)
+	c.send("GET k\r\n")
+	s.OnClose(c, nil)
+	lp.runTask(t)
+	if got := c.takeOut(); got != "" {
+		t.Fatalf("wrote %q to a closed connection", got)
+	}
+}
+
+// Past maxQueued waiting answers, parsing stops; it resumes as answers drain
+// and every request is still answered, in order.
+func TestBackpressureResumes(t *testing.T) {
+	redis, be := newTestBackend(t)
+	_, lp := newTestServer(t, be)
+	redis.Do("SET", "k", "v")
+	c := lp.open(t)
+	var in strings.Builder
+	n := maxQueued + 500
+	for range n {
+		in.WriteString("GET missing\r\n")
+	}
+	c.send(in.String())
+	if len(c.in) == 0 {
+		t.Fatal("parsed everything despite the queue limit")
+	}
+	got := 0
+	for got < n {
+		lp.runTask(t)
+		got += strings.Count(c.takeOut(), "$-1\r\n")
+	}
+	if len(c.in) != 0 || got != n {
+		t.Fatalf("answered %d of %d, %d bytes left", got, n, len(c.in))
+	}
+}
+
+func TestMaxClients(t *testing.T) {
+	s, lp := newTestServer(t, nil)
+	s.cfg.MaxClients = 1
+	first := lp.open(t)
+	resp := lp.open(t)
+	if !resp.send("PING\r\n") {
+		t.Fatal("a refused connection was not closed after its answer")
+	}
+	if got := resp.takeOut(); got != "-ERR max number of clients reached\r\n" {
+		t.Fatalf("RESP refusal: %q", got)
+	}
+	httpConn := lp.open(t)
+	httpConn.send("GET /k HTTP/1.1\r\n\r\n")
+	if got := httpConn.takeOut(); !strings.HasPrefix(got, "HTTP/1.1 503 ") {
+		t.Fatalf("HTTP refusal: %q", got)
+	}
+	first.send("PING\r\n")
+	if got := first.takeOut(); got != "+PONG\r\n" {
+		t.Fatalf("admitted client: %q", got)
+	}
+}
+
+func TestHitPathDoesNotAllocate(t *testing.T) {
+	for name, req := range map[string]string{
+		"resp":       "*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000042\r\n",
+		"inline":     "GET key:000000000042\r\n",
+		"http":       "GET /key:000000000042 HTTP/1.1\r\nHost: x\r\n\r\n",
+		"resp-pipe":  strings.Repeat("*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000042\r\n", 16),
+		"http-pipe":  strings.Repeat("GET /key:000000000042 HTTP/1.1\r\nHost: x\r\n\r\n", 16),
+		"http-head":  "HEAD /key:000000000042 HTTP/1.1\r\n\r\n",
+		"resp-ping":  "PING\r\n",
+		"resp-split": "*2\r\n$3\r\nGET\r\n$16\r\nkey:0000",
+	} {
+		s, lp := newTestServer(t, nil)
+		s.cache.Add("key:000000000042", make([]byte, 100))
+		c := lp.open(t)
+		c.send(req) // first use grows the buffers
+		allocs := testing.AllocsPerRun(200, func() {
+			c.in = append(c.in[:0], req...)
+			c.traffic()
+			c.out.Reset()
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per request batch", name, allocs)
+		}
+	}
+}
+
+func benchmarkHits(b *testing.B, req string, perOp int) {
+	s, lp := newTestServer(b, nil)
+	s.cache.Add("key:000000000042", make([]byte, 100))
+	c := lp.open(b)
+	c.send(req)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.in = append(c.in[:0], req...)
+		c.traffic()
+		c.out.Reset()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perOp), "ns/request")
+}
+
+func BenchmarkHitRESP(b *testing.B) {
+	benchmarkHits(b, "*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000042\r\n", 1)
+}
+
+func BenchmarkHitRESPPipeline16(b *testing.B) {
+	benchmarkHits(b, strings.Repeat("*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000042\r\n", 16), 16)
+}
+
+func BenchmarkHitHTTP(b *testing.B) {
+	benchmarkHits(b, "GET /key:000000000042 HTTP/1.1\r\nHost: 127.0.0.1:6380\r\n\r\n", 1)
+}
+
+func BenchmarkHitHTTPPipeline16(b *testing.B) {
+	benchmarkHits(b, strings.Repeat("GET /key:000000000042 HTTP/1.1\r\nHost: 127.0.0.1:6380\r\n\r\n", 16), 16)
+}
