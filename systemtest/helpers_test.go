@@ -1,0 +1,291 @@
+// Package systemtest holds the black-box tests: each starts a real
+// redis-server and the real bin/redis-proxy binary (as production runs it),
+// puts data into Redis directly, and reads it back through the proxy over
+// HTTP and RESP sockets. Nothing here imports the proxy's own packages.
+package systemtest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tidwall/resp"
+
+	"github.com/redis-proxy/redis-proxy/internal/redistest"
+)
+
+// binary is the proxy under test: $REDIS_PROXY_BIN, or bin/redis-proxy as
+// `make build` writes it.
+func binary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("REDIS_PROXY_BIN"); p != "" {
+		return p
+	}
+	p, _ := filepath.Abs("../bin/redis-proxy")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s not found: run `make build` first (make test does)", p)
+	}
+	return p
+}
+
+// proxy is a running redis-proxy process.
+type proxy struct {
+	t      testing.TB
+	addr   string
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	exited chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startProxy runs the binary against redisAddr with extra flags, waits until
+// it accepts connections, and stops it (SIGTERM) when the test ends.
+func startProxy(t testing.TB, redisAddr string, flags ...string) *proxy {
+	t.Helper()
+	addr := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
+	args := append([]string{"--listen", addr, "--redis", redisAddr, "--loops", "2", "--log-level", "warn"}, flags...)
+	p := &proxy{t: t, addr: addr, cmd: exec.Command(binary(t), args...), stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() { p.stop() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return p
+		}
+		select {
+		case err := <-p.exited:
+			p.exited <- err
+			t.Fatalf("proxy exited at start (%v):\n%s", err, p.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy did not listen on %s within 10s:\n%s", addr, p.stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and returns the exit error once the process is gone.
+func (p *proxy) stop() error {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		p.exited <- err
+		return err
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		p.t.Errorf("proxy did not exit within 10s of SIGTERM:\n%s", p.stderr)
+		return <-p.exited
+	}
+}
+
+// respConn is a RESP client connection to the proxy.
+type respConn struct {
+	t testing.TB
+	c net.Conn
+	r *resp.Reader
+}
+
+func dialRESP(t testing.TB, addr string) *respConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &respConn{t: t, c: c, r: resp.NewReader(c)}
+}
+
+// send writes commands as multibulks without waiting for answers.
+func (rc *respConn) send(cmds ...[]string) {
+	rc.t.Helper()
+	var b bytes.Buffer
+	for _, cmd := range cmds {
+		fmt.Fprintf(&b, "*%d\r\n", len(cmd))
+		for _, a := range cmd {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
+	}
+	rc.write(b.String())
+}
+
+func (rc *respConn) write(raw string) {
+	rc.t.Helper()
+	_ = rc.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := rc.c.Write([]byte(raw)); err != nil {
+		rc.t.Fatal(err)
+	}
+}
+
+// read reads one answer.
+func (rc *respConn) read() resp.Value {
+	rc.t.Helper()
+	_ = rc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	v, _, err := rc.r.ReadValue()
+	if err != nil {
+		rc.t.Fatalf("reading answer: %v", err)
+	}
+	return v
+}
+
+// do sends one command and reads its answer.
+func (rc *respConn) do(args ...string) resp.Value {
+	rc.t.Helper()
+	rc.send(args)
+	return rc.read()
+}
+
+// expectClosed asserts that the proxy closes the connection.
+func (rc *respConn) expectClosed() {
+	rc.t.Helper()
+	_ = rc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if v, _, err := rc.r.ReadValue(); err != io.EOF {
+		rc.t.Fatalf("connection still open: read %v, %v", v, err)
+	}
+}
+
+// respGet returns GET key's answer as text, "(nil)" for a null, or "ERR: ..."
+func respGet(rc *respConn, key string) string {
+	return show(rc.do("GET", key))
+}
+
+func show(v resp.Value) string {
+	switch {
+	case v.Type() == resp.Error:
+		return "ERR: " + v.String()
+	case v.IsNull():
+		return "(nil)"
+	}
+	return v.String()
+}
+
+// httpConn is a keep-alive HTTP/1.1 client connection to the proxy that
+// sends requests byte for byte as written (no path normalisation).
+type httpConn struct {
+	t testing.TB
+	c net.Conn
+	r *bufio.Reader
+}
+
+func dialHTTP(t testing.TB, addr string) *httpConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &httpConn{t: t, c: c, r: bufio.NewReader(c)}
+}
+
+func (hc *httpConn) write(raw string) {
+	hc.t.Helper()
+	_ = hc.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := hc.c.Write([]byte(raw)); err != nil {
+		hc.t.Fatal(err)
+	}
+}
+
+// read reads one response and its body.
+func (hc *httpConn) read(method string) (*http.Response, string) {
+	hc.t.Helper()
+	_ = hc.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(hc.r, &http.Request{Method: method})
+	if err != nil {
+		hc.t.Fatalf("reading response: %v", err)
+	}
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		hc.t.Fatalf("reading body: %v", err)
+	}
+	return res, string(body)
+}
+
+// readAfter writes a raw request and reads its response.
+func (hc *httpConn) readAfter(raw string) (*http.Response, string) {
+	hc.t.Helper()
+	hc.write(raw)
+	return hc.read(strings.SplitN(raw, " ", 2)[0])
+}
+
+// get sends GET /<escaped key> and returns the status and body.
+func (hc *httpConn) get(key string) (int, string) {
+	hc.t.Helper()
+	hc.write(getRequest(key))
+	res, body := hc.read("GET")
+	return res.StatusCode, body
+}
+
+func (hc *httpConn) expectClosed() {
+	hc.t.Helper()
+	_ = hc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := hc.r.ReadByte(); err != io.EOF {
+		hc.t.Fatalf("connection still open: read %q, %v", b, err)
+	}
+}
+
+func getRequest(key string) string {
+	return "GET /" + escape(key) + " HTTP/1.1\r\nHost: proxy\r\n\r\n"
+}
+
+// escape percent-encodes every byte of key that is not unreserved, '/' included.
+func escape(key string) string {
+	var b strings.Builder
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// eventually retries check every 20 ms until it returns "" or 10 s pass.
+func eventually(t testing.TB, what string, check func() string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		msg := check()
+		if msg == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %s after 10s", what, msg)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,407 @@
+package systemtest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"math/big"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis-proxy/redis-proxy/internal/redistest"
+)
+
+func TestGetHitAndMiss(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr, "--ttl", "1h")
+	redis.Do("SET", "r", "resp-value")
+	redis.Do("SET", "h", "http-value")
+	rc, hc := dialRESP(t, p.addr), dialHTTP(t, p.addr)
+
+	if got := respGet(rc, "r"); got != "resp-value" {
+		t.Fatalf("RESP miss: %q", got)
+	}
+	if status, body := hc.get("h"); status != 200 || body != "http-value" {
+		t.Fatalf("HTTP miss: %d %q", status, body)
+	}
+	// Change both in Redis: the proxy answers from its cache now.
+	redis.Do("SET", "r", "changed")
+	redis.Do("SET", "h", "changed")
+	if got := respGet(rc, "r"); got != "resp-value" {
+		t.Fatalf("RESP hit: %q", got)
+	}
+	if status, body := hc.get("h"); status != 200 || body != "http-value" {
+		t.Fatalf("HTTP hit: %d %q", status, body)
+	}
+	// Each protocol sees what the other cached.
+	if got := respGet(rc, "h"); got != "http-value" {
+		t.Fatalf("RESP read of an HTTP-cached key: %q", got)
+	}
+	if got := respGet(rc, "absent"); got != "(nil)" {
+		t.Fatalf("RESP absent key: %q", got)
+	}
+	status, body := hc.get("absent")
+	if status != 404 || body != "key not found\n" {
+		t.Fatalf("HTTP absent key: %d %q", status, body)
+	}
+	// A missing key is not cached: once it exists, it is served.
+	redis.Do("SET", "absent", "now-here")
+	if got := respGet(rc, "absent"); got != "now-here" {
+		t.Fatalf("RESP key created after a miss: %q", got)
+	}
+	res, _ := hc.readAfter(getRequest("r"))
+	if ct := res.Header.Get("Content-Type"); ct != "application/octet-stream" || res.ContentLength != int64(len("resp-value")) {
+		t.Fatalf("headers: %v", res.Header)
+	}
+}
+
+func TestSpecialKeys(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr)
+	keys := []string{"a key with spaces", "a/b//c/../d", "\xff\xfe\x00bin\r\n", "100%", "?q=1&x#frag", "ключ", "+plus+"}
+	for i, k := range keys {
+		redis.Do("SET", k, fmt.Sprint("value-", i))
+	}
+	rc, hc := dialRESP(t, p.addr), dialHTTP(t, p.addr)
+	for round := range 2 { // miss, then hit
+		for i, k := range keys {
+			want := fmt.Sprint("value-", i)
+			if got := respGet(rc, k); got != want {
+				t.Errorf("round %d RESP %q: %q", round, k, got)
+			}
+			if status, body := hc.get(k); status != 200 || body != want {
+				t.Errorf("round %d HTTP %q: %d %q", round, k, status, body)
+			}
+		}
+	}
+}
+
+func TestValueSizes(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr)
+	big := make([]byte, 1<<20)
+	_, _ = rand.Read(big)
+	redis.Do("SET", "empty", "")
+	redis.Do("SET", "big", big)
+	rc, hc := dialRESP(t, p.addr), dialHTTP(t, p.addr)
+	for round := range 2 {
+		if v := rc.do("GET", "empty"); v.IsNull() || v.String() != "" {
+			t.Fatalf("round %d RESP empty: %v", round, v)
+		}
+		if status, body := hc.get("empty"); status != 200 || body != "" {
+			t.Fatalf("round %d HTTP empty: %d %q", round, status, body)
+		}
+		if v := rc.do("GET", "big"); !bytes.Equal(v.Bytes(), big) {
+			t.Fatalf("round %d RESP 1 MiB value: got %d bytes", round, len(v.Bytes()))
+		}
+		if status, body := hc.get("big"); status != 200 || body != string(big) {
+			t.Fatalf("round %d HTTP 1 MiB value: %d, %d bytes", round, status, len(body))
+		}
+	}
+}
+
+// A value changed in Redis is served stale until the TTL, then fresh.
+func TestTTL(t *testing.T) {
+	redis := redistest.Start(t)
+	const ttl = 800 * time.Millisecond
+	p := startProxy(t, redis.Addr, "--ttl", ttl.String())
+	redis.Do("SET", "k", "old")
+	rc := dialRESP(t, p.addr)
+	start := time.Now()
+	if got := respGet(rc, "k"); got != "old" {
+		t.Fatal(got)
+	}
+	redis.Do("SET", "k", "new")
+	time.Sleep(100 * time.Millisecond)
+	got := respGet(rc, "k")
+	if time.Since(start) < ttl && got != "old" {
+		t.Fatalf("within the TTL: %q, want the cached old value", got)
+	}
+	time.Sleep(ttl - time.Since(start) + 50*time.Millisecond)
+	if got := respGet(rc, "k"); got != "new" {
+		t.Fatalf("after the TTL: %q, want the new value", got)
+	}
+	hc := dialHTTP(t, p.addr)
+	if _, body := hc.get("k"); body != "new" {
+		t.Fatalf("HTTP after the TTL: %q", body)
+	}
+}
+
+// With capacity N, reading N+1 keys evicts the least recently read one.
+func TestLRUEviction(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr, "--capacity", "3", "--ttl", "1h")
+	for _, k := range []string{"a", "b", "c", "d"} {
+		redis.Do("SET", k, "old-"+k)
+	}
+	rc := dialRESP(t, p.addr)
+	for _, k := range []string{"a", "b", "c", "a", "d"} { // b is least recently read when d arrives
+		if got := respGet(rc, k); got != "old-"+k {
+			t.Fatalf("%s: %q", k, got)
+		}
+	}
+	for _, k := range []string{"a", "b", "c", "d"} {
+		redis.Do("SET", k, "new-"+k)
+	}
+	for _, k := range []string{"a", "c", "d"} {
+		if got := respGet(rc, k); got != "old-"+k {
+			t.Fatalf("%s was evicted: %q", k, got)
+		}
+	}
+	if got := respGet(rc, "b"); got != "new-b" {
+		t.Fatalf("b was not evicted: %q", got)
+	}
+}
+
+// pipelineKeys sets up 100 keys: every third is cached beforehand, every
+// tenth does not exist; it returns the keys and the answers expected.
+func pipelineKeys(t *testing.T, redis *redistest.Server, warm func(key string)) ([]string, []string) {
+	var keys, want []string
+	for i := range 100 {
+		k := fmt.Sprint("pipe:", i)
+		keys = append(keys, k)
+		if i%10 == 0 {
+			want = append(want, "")
+			continue
+		}
+		v := fmt.Sprint("value:", i, strings.Repeat("x", i))
+		redis.Do("SET", k, v)
+		want = append(want, v)
+		if i%3 == 0 {
+			warm(k)
+		}
+	}
+	return keys, want
+}
+
+func TestPipelinedRESP(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr)
+	rc := dialRESP(t, p.addr)
+	keys, want := pipelineKeys(t, redis, func(k string) { respGet(rc, k) })
+	var cmds [][]string
+	for _, k := range keys {
+		cmds = append(cmds, []string{"GET", k})
+	}
+	rc.send(cmds...)
+	for i := range keys {
+		v := rc.read()
+		if want[i] == "" && !v.IsNull() || want[i] != "" && v.String() != want[i] {
+			t.Fatalf("answer %d: %q, want %q", i, show(v), want[i])
+		}
+	}
+}
+
+func TestPipelinedHTTP(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr)
+	hc := dialHTTP(t, p.addr)
+	keys, want := pipelineKeys(t, redis, func(k string) { hc.get(k) })
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(getRequest(k))
+	}
+	hc.write(b.String())
+	for i := range keys {
+		res, body := hc.read("GET")
+		if want[i] == "" && res.StatusCode != 404 || want[i] != "" && (res.StatusCode != 200 || body != want[i]) {
+			t.Fatalf("answer %d: %d %q, want %q", i, res.StatusCode, body, want[i])
+		}
+	}
+}
+
+func TestConcurrentClients(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr, "--capacity", "300")
+	const nkeys = 500
+	for i := range nkeys {
+		redis.Do("SET", fmt.Sprint("c:", i), fmt.Sprint("value-of-c:", i))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 200)
+	for client := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rc, hc := dialRESP(t, p.addr), dialHTTP(t, p.addr)
+			for j := range 20 {
+				n, _ := rand.Int(rand.Reader, big.NewInt(nkeys))
+				k := fmt.Sprint("c:", n)
+				var got string
+				if (client+j)%2 == 0 {
+					got = respGet(rc, k)
+				} else {
+					_, got = hc.get(k)
+				}
+				if got != "value-of-"+k {
+					errs <- fmt.Sprintf("client %d: %s -> %q", client, k, got)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+func TestMaxClients(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr, "--max-clients", "2")
+	first, second := dialRESP(t, p.addr), dialRESP(t, p.addr)
+	for _, rc := range []*respConn{first, second} {
+		if got := show(rc.do("PING")); got != "PONG" {
+			t.Fatalf("admitted client: %q", got)
+		}
+	}
+	refused := dialRESP(t, p.addr)
+	if got := show(refused.do("PING")); got != "ERR: ERR max number of clients reached" {
+		t.Fatalf("third RESP client: %q", got)
+	}
+	refused.expectClosed()
+	hc := dialHTTP(t, p.addr)
+	if status, body := hc.get("k"); status != 503 || !strings.Contains(body, "max-clients") {
+		t.Fatalf("third HTTP client: %d %q", status, body)
+	}
+	hc.expectClosed()
+	first.c.Close()
+	eventually(t, "a freed place", func() string {
+		rc := dialRESP(t, p.addr)
+		if got := show(rc.do("PING")); got != "PONG" {
+			return got
+		}
+		return ""
+	})
+}
+
+// Redis going away: cached keys are still served, misses fail with the
+// documented errors, and service comes back by itself with Redis.
+func TestRedisDownAndBack(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr, "--ttl", "1h", "--backend-timeout", "500ms")
+	redis.Do("SET", "hot", "cached")
+	rc, hc := dialRESP(t, p.addr), dialHTTP(t, p.addr)
+	if got := respGet(rc, "hot"); got != "cached" {
+		t.Fatal(got)
+	}
+	redis.Stop()
+	if got := respGet(rc, "hot"); got != "cached" {
+		t.Fatalf("cached key with Redis down: %q", got)
+	}
+	if got := respGet(rc, "cold"); !strings.HasPrefix(got, "ERR: ERR backend unavailable: ") {
+		t.Fatalf("RESP miss with Redis down: %q", got)
+	}
+	if status, body := hc.get("cold"); status != 502 || !strings.HasPrefix(body, "backend unavailable: ") {
+		t.Fatalf("HTTP miss with Redis down: %d %q", status, body)
+	}
+	redis.Restart()
+	redis.Do("SET", "cold", "back")
+	eventually(t, "RESP after Redis restart", func() string {
+		if got := respGet(rc, "cold"); got != "back" {
+			return got
+		}
+		return ""
+	})
+	if status, body := hc.get("cold"); status != 200 || body != "back" {
+		t.Fatalf("HTTP after Redis restart: %d %q", status, body)
+	}
+}
+
+// A hung Redis: misses answer 504 / backend timeout after --backend-timeout.
+func TestBackendTimeout(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr, "--backend-timeout", "300ms")
+	rc, hc := dialRESP(t, p.addr), dialHTTP(t, p.addr)
+	respGet(rc, "warm") // the connection to Redis is up
+	redis.Pause()
+	defer redis.Resume()
+	if got := respGet(rc, "k"); got != "ERR: ERR backend timeout" {
+		t.Fatalf("RESP: %q", got)
+	}
+	if status, body := hc.get("k"); status != 504 || body != "backend timeout\n" {
+		t.Fatalf("HTTP: %d %q", status, body)
+	}
+}
+
+func TestRedisBenchmark(t *testing.T) {
+	if _, err := exec.LookPath("redis-benchmark"); err != nil {
+		t.Fatal("redis-benchmark not on PATH: run `make deps`")
+	}
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr)
+	_, port, _ := net.SplitHostPort(p.addr)
+	for _, pipeline := range []string{"1", "16"} {
+		out, err := exec.Command("redis-benchmark", "-p", port, "-t", "get", "-n", "20000", "-c", "20",
+			"-P", pipeline, "-r", "1000", "-q").CombinedOutput()
+		if err != nil {
+			t.Fatalf("-P %s: %v\n%s", pipeline, err, out)
+		}
+		text := string(out)
+		for _, bad := range []string{"ERR", "rror", "WARNING", "Could not"} {
+			if strings.Contains(text, bad) {
+				t.Fatalf("-P %s printed %q:\n%s", pipeline, bad, text)
+			}
+		}
+		if !strings.Contains(text, "GET: ") || !strings.Contains(text, "requests per second") {
+			t.Fatalf("-P %s: no result line:\n%s", pipeline, text)
+		}
+	}
+}
+
+func TestRedisCLI(t *testing.T) {
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		t.Fatal("redis-cli not on PATH: run `make deps`")
+	}
+	redis := redistest.Start(t)
+	redis.Do("SET", "k", "hello world")
+	p := startProxy(t, redis.Addr)
+	_, port, _ := net.SplitHostPort(p.addr)
+	_, redisPort, _ := net.SplitHostPort(redis.Addr)
+	// redis-cli prints the same through the proxy as straight from Redis.
+	for _, args := range [][]string{
+		{"GET", "k"}, {"GET", "nope"}, {"PING"}, {"PING", "hi"}, {"ECHO", "x"}, {"MGET", "k", "nope", "k"},
+		{"SELECT", "0"}, {"FOO", "a", "b"}, {"GET"}, {"CONFIG", "GET", "appendonly"},
+	} {
+		want, _ := exec.Command("redis-cli", append([]string{"-p", redisPort}, args...)...).CombinedOutput()
+		got, err := exec.Command("redis-cli", append([]string{"-p", port}, args...)...).CombinedOutput()
+		if err != nil || string(got) != string(want) {
+			t.Errorf("redis-cli %v: %q (%v), Redis itself says %q", args, got, err, want)
+		}
+	}
+	out, _ := exec.Command("redis-cli", "-p", port, "SET", "k", "v").CombinedOutput()
+	if string(out) != "ERR unknown command 'SET', with args beginning with: 'k' 'v' \n\n" {
+		t.Errorf("redis-cli SET: %q", out)
+	}
+	// Interactive start-up (COMMAND DOCS) and a command, through a pipe.
+	cmd := exec.Command("redis-cli", "-p", port)
+	cmd.Stdin = strings.NewReader("GET k\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || string(out) != "hello world\n" {
+		t.Errorf("redis-cli from stdin: %q (%v)", out, err)
+	}
+	if v := redis.Do("GET", "k"); v.String() != "hello world" {
+		t.Fatalf("a write reached Redis: k = %q", v.String())
+	}
+}
+
+func TestWrk(t *testing.T) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		t.Fatal("wrk not on PATH: run `make deps`")
+	}
+	redis := redistest.Start(t)
+	redis.Do("SET", "k", "v")
+	p := startProxy(t, redis.Addr)
+	out, err := exec.Command("wrk", "-t1", "-c10", "-d1s", "http://"+p.addr+"/k").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "Non-2xx") || strings.Contains(string(out), "Socket errors") {
+		t.Fatalf("wrk saw errors:\n%s", out)
+	}
+}
