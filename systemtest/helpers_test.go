@@ -77,7 +77,12 @@ func startProxy(t testing.TB, redisAddr string, flags ...string) *proxy {
 		t.Fatal(err)
 	}
 	go func() { p.exited <- p.cmd.Wait() }()
-	t.Cleanup(func() { p.stop() })
+	t.Cleanup(func() {
+		// A crash, or a data race in a -race build (exit 66), fails the test.
+		if err := p.stop(); err != nil {
+			t.Errorf("proxy exited with %v:\n%s", err, p.stderr)
+		}
+	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)

@@ -64,7 +64,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 5*time.Second, "on SIGINT/SIGTERM, longest wait for answers in flight")
 	fs.BoolVar(&c.pinCPUs, "pin-cpus", true, "pin each event loop's thread to its own CPU")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.Usage = func() {
+	fs.Usage = func() {} // flag calls it on every error; help is printed below, once
+	printUsage := func() {
 		fmt.Fprintf(usage, "Usage: redis-proxy [flags]\n\nEvery flag can also be set by its environment variable; the flag wins.\n\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			name, text := flag.UnquoteUsage(f)
@@ -87,8 +88,11 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			printUsage()
 			return c, err
+		}
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			return c, usageError{"unknown flag --" + name + " (redis-proxy --help lists them)"}
 		}
 		return c, usageError{strings.Replace(err.Error(), "flag -", "flag --", 1)}
 	}

@@ -1,0 +1,45 @@
+# redis-proxy: build, run, test. `make help` lists the targets.
+
+GO          ?= go
+BIN         := bin/redis-proxy
+VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X github.com/redis-proxy/redis-proxy/server.Version=$(VERSION)
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+
+.PHONY: help build run test lint deps microbench compare clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+build: ## build bin/redis-proxy
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/redis-proxy
+
+run: build ## start redis-server on 6379 if none answers, then the proxy on 6380 (flags: ARGS='--ttl 1m')
+	@scripts/run.sh $(ARGS)
+
+# Unit tests and the system tests run under the race detector; the system
+# tests then run once more against a race-enabled build of the binary, which
+# exits (code 66) at the first data race in the proxy itself.
+test: lint build ## lint, then every test: unit, fuzz seeds, system tests against real redis-server, -race
+	$(GO) test -race -count=1 ./...
+	$(GO) build -race -o bin/redis-proxy-race ./cmd/redis-proxy
+	REDIS_PROXY_BIN=$(CURDIR)/bin/redis-proxy-race GORACE=halt_on_error=1 $(GO) test -count=1 ./systemtest/
+
+lint: ## gofmt, go vet, staticcheck
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+	$(STATICCHECK) ./...
+
+deps: ## install redis-server, redis-tools, wrk, nutcracker, webdis (apt-get) and Go modules
+	@scripts/deps.sh
+
+microbench: ## hot-path benchmarks with allocation counts
+	$(GO) test -run '^$$' -bench . -benchmem ./proto/ ./lru/ ./server/
+
+compare: build ## redis-benchmark against redis-server and the proxy (all hits), back to back
+	@scripts/compare.sh
+
+clean: ## remove build output
+	rm -rf bin

@@ -1,0 +1,118 @@
+package systemtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis-proxy/redis-proxy/internal/redistest"
+)
+
+// Bad configuration exits non-zero at once with one line naming the setting.
+func TestBadConfiguration(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want string
+	}{
+		{args: []string{"--nope"}, want: "--nope"},
+		{args: []string{"--capacity", "-1"}, want: "--capacity"},
+		{args: []string{"--capacity", "lots"}, want: "-capacity"},
+		{args: []string{"--ttl", "abc"}, want: "-ttl"},
+		{args: []string{"--ttl", "0s"}, want: "--ttl"},
+		{args: []string{"--max-clients", "0"}, want: "--max-clients"},
+		{args: []string{"--max-parallel", "0"}, want: "--max-parallel"},
+		{args: []string{"--loops", "-1"}, want: "--loops"},
+		{args: []string{"--log-level", "loud"}, want: "--log-level"},
+		{args: []string{"--redis", "no-port"}, want: "--redis"},
+		{args: []string{"stray"}, want: "stray"},
+		{env: "REDIS_PROXY_TTL=soon", want: "REDIS_PROXY_TTL (--ttl)"},
+		{env: "REDIS_PROXY_CAPACITY=-5", want: "--capacity"},
+		{args: []string{"--listen", busy.Addr().String()}, want: "--listen " + busy.Addr().String() + ": address already in use"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cmd := exec.CommandContext(ctx, binary(t), tc.args...)
+		cmd.Env = os.Environ()
+		if tc.env != "" {
+			cmd.Env = append(cmd.Env, tc.env)
+		}
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		cancel()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+			t.Errorf("%v %s: exit %v, want non-zero", tc.args, tc.env, err)
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		if len(lines) != 1 || !strings.Contains(lines[0], tc.want) || !strings.HasPrefix(lines[0], "redis-proxy: ") {
+			t.Errorf("%v %s: stderr %q, want one line naming %q", tc.args, tc.env, stderr.String(), tc.want)
+		}
+	}
+}
+
+// Flags win over the environment.
+func TestFlagOverridesEnv(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "k", "v")
+	port := redistest.FreePort(t)
+	cmd := exec.Command(binary(t), "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "error")
+	cmd.Env = append(os.Environ(), "REDIS_PROXY_REDIS="+redis.Addr, "REDIS_PROXY_LISTEN=127.0.0.1:1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	eventually(t, "the proxy on the flag's port", func() string {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return err.Error()
+		}
+		c.Close()
+		return ""
+	})
+	if got := respGet(dialRESP(t, addr), "k"); got != "v" {
+		t.Fatalf("GET through REDIS_PROXY_REDIS: %q", got)
+	}
+}
+
+// SIGTERM: answers in flight are finished, then the process exits 0.
+func TestGracefulShutdown(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "slow", "worth-waiting-for")
+	p := startProxy(t, redis.Addr, "--backend-timeout", "5s")
+	rc := dialRESP(t, p.addr)
+	respGet(rc, "warm") // the connection to Redis is up
+	redis.Pause()
+	rc.send([]string{"GET", "slow"})
+	time.Sleep(100 * time.Millisecond) // the fetch is in flight, Redis hung
+	start := time.Now()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(200 * time.Millisecond)
+	redis.Resume()
+	if got := show(rc.read()); got != "worth-waiting-for" {
+		t.Fatalf("in-flight answer: %q", got)
+	}
+	if err := p.stop(); err != nil {
+		t.Fatalf("exit: %v\n%s", err, p.stderr)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("shutdown took %v", d)
+	}
+	if _, err := net.DialTimeout("tcp", p.addr, time.Second); err == nil {
+		t.Fatal("still accepting after exit")
+	}
+}
