@@ -15,11 +15,12 @@ type outcome struct {
 	err     error    // the error that ended the stream, if any
 }
 
-func respStream(buf []byte) outcome {
-	var cmd Command
+// stream parses every request in buf with parse, which returns the bytes
+// used, a description of the request, or an error.
+func stream(buf []byte, parse func([]byte) (int, string, error)) outcome {
 	var o outcome
 	for len(buf) > 0 {
-		n, err := ParseCommand(buf, &cmd)
+		n, desc, err := parse(buf)
 		if err != nil {
 			o.err = err
 			return o
@@ -30,31 +31,26 @@ func respStream(buf []byte) outcome {
 		if n < 0 || n > len(buf) {
 			panic(fmt.Sprintf("used %d of %d bytes", n, len(buf)))
 		}
-		o.results = append(o.results, fmt.Sprintf("%q", cmd.Args))
+		o.results = append(o.results, desc)
 		buf = buf[n:]
 	}
 	return o
 }
 
+func respStream(buf []byte) outcome {
+	var cmd Command
+	return stream(buf, func(b []byte) (int, string, error) {
+		n, err := ParseCommand(b, &cmd)
+		return n, fmt.Sprintf("%q", cmd.Args), err
+	})
+}
+
 func httpStream(buf []byte) outcome {
 	var req Request
-	var o outcome
-	for len(buf) > 0 {
-		n, err := ParseRequest(buf, &req)
-		if err != nil {
-			o.err = err
-			return o
-		}
-		if n == 0 {
-			return o
-		}
-		if n < 0 || n > len(buf) {
-			panic(fmt.Sprintf("used %d of %d bytes", n, len(buf)))
-		}
-		o.results = append(o.results, fmt.Sprintf("%d %q %v %v %d", req.Method, req.Key, req.KeepAlive, req.HTTP10, req.Status))
-		buf = buf[n:]
-	}
-	return o
+	return stream(buf, func(b []byte) (int, string, error) {
+		n, err := ParseRequest(b, &req)
+		return n, fmt.Sprintf("%d %q %v %v %d", req.Method, req.Key, req.KeepAlive, req.HTTP10, req.Status), err
+	})
 }
 
 func checkPrefix(t *testing.T, whole, part outcome) {

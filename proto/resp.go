@@ -198,10 +198,8 @@ func splitArgs(line []byte, cmd *Command) error {
 		start := len(cmd.inline)
 		var err error
 		switch line[i] {
-		case '"':
-			i, err = readDoubleQuoted(line, i+1, cmd)
-		case '\'':
-			i, err = readSingleQuoted(line, i+1, cmd)
+		case '"', '\'':
+			i, err = readQuoted(line, i+1, line[i], cmd)
 		default:
 			for i < len(line) && !isBlank(line[i]) {
 				cmd.inline = append(cmd.inline, line[i])
@@ -219,40 +217,23 @@ func splitArgs(line []byte, cmd *Command) error {
 	return nil
 }
 
-// readDoubleQuoted decodes a "..." argument whose opening quote is before
-// line[i]; the closing quote must be followed by a blank or the line end.
-func readDoubleQuoted(line []byte, i int, cmd *Command) (int, error) {
+// readQuoted decodes a quoted argument whose opening quote (" or ') is just
+// before line[i]. In "..." the C escapes apply (\n, \xHH, \", ...); in '...'
+// only \' does. The closing quote must be followed by a blank or the line end.
+func readQuoted(line []byte, i int, quote byte, cmd *Command) (int, error) {
 	for i < len(line) {
 		c := line[i]
 		switch {
-		case c == '\\' && i+3 < len(line) && line[i+1] == 'x' && isHex(line[i+2]) && isHex(line[i+3]):
+		case quote == '"' && c == '\\' && i+3 < len(line) && line[i+1] == 'x' && isHex(line[i+2]) && isHex(line[i+3]):
 			cmd.inline = append(cmd.inline, unhex(line[i+2])<<4|unhex(line[i+3]))
 			i += 4
-		case c == '\\' && i+1 < len(line):
+		case quote == '"' && c == '\\' && i+1 < len(line):
 			cmd.inline = append(cmd.inline, unescape(line[i+1]))
 			i += 2
-		case c == '"':
-			if i+1 < len(line) && !isBlank(line[i+1]) {
-				return 0, ErrUnbalancedQuotes
-			}
-			return i + 1, nil
-		default:
-			cmd.inline = append(cmd.inline, c)
-			i++
-		}
-	}
-	return 0, ErrUnbalancedQuotes
-}
-
-// readSingleQuoted decodes a '...' argument, where only \' is an escape.
-func readSingleQuoted(line []byte, i int, cmd *Command) (int, error) {
-	for i < len(line) {
-		c := line[i]
-		switch {
-		case c == '\\' && i+1 < len(line) && line[i+1] == '\'':
+		case quote == '\'' && c == '\\' && i+1 < len(line) && line[i+1] == '\'':
 			cmd.inline = append(cmd.inline, '\'')
 			i += 2
-		case c == '\'':
+		case c == quote:
 			if i+1 < len(line) && !isBlank(line[i+1]) {
 				return 0, ErrUnbalancedQuotes
 			}
