@@ -120,6 +120,9 @@ func (s *Server) Serve() error {
 	return nil
 }
 
+// Listening is closed once Serve is listening and serving.
+func (s *Server) Listening() <-chan struct{} { return s.booted }
+
 // Shutdown stops taking connections, waits (bounded by ctx) for the fetches
 // in flight to be answered, then closes every connection and stops the loops.
 func (s *Server) Shutdown(ctx context.Context) error {

@@ -183,12 +183,6 @@ func run(cfg config) error {
 		return usageError{"--redis: " + err.Error()}
 	}
 	defer be.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.backendTimeout)
-	if err := be.Ping(ctx); err != nil {
-		log.Warn("Redis does not answer yet; serving anyway and retrying on each miss", "redis", cfg.redis, "err", err)
-	}
-	cancel()
-
 	cache := lru.New(cfg.capacity, cfg.ttl, nil)
 	srv := server.New(server.Config{
 		Listen:     cfg.listen,
@@ -202,6 +196,18 @@ func run(cfg config) error {
 	go func() { served <- srv.Serve() }()
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+
+	// Listening comes first, so that a port in use is the one error reported.
+	select {
+	case err := <-served:
+		return err
+	case <-srv.Listening():
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.backendTimeout)
+	if err := be.Ping(ctx); err != nil {
+		log.Warn("Redis does not answer yet; serving anyway and retrying on each miss", "redis", cfg.redis, "err", err)
+	}
+	cancel()
 
 	select {
 	case err := <-served:
