@@ -82,8 +82,9 @@ type Stats struct {
 }
 
 type job struct {
-	key  string
-	done func(Result)
+	key      string
+	done     func(Result)
+	deadline time.Time // the fetch's timeout runs from when it was queued
 }
 
 // Client fetches keys from Redis. Create it with New, stop it with Close.
@@ -142,10 +143,11 @@ func (c *Client) Ping(ctx context.Context) error {
 
 // Fetch queues a GET of key; done is called with its result, on a worker
 // goroutine, unless Fetch returns ErrOverloaded (queue full), in which case
-// done is never called.
+// done is never called. The timeout counts from now, so time spent waiting
+// for a worker counts too: no caller waits much longer than Timeout.
 func (c *Client) Fetch(key string, done func(Result)) error {
 	select {
-	case c.jobs <- job{key, done}:
+	case c.jobs <- job{key, done, time.Now().Add(c.timeout)}:
 		return nil
 	default:
 		return ErrOverloaded
@@ -168,7 +170,7 @@ func (c *Client) Close() {
 func (c *Client) work() {
 	defer c.workers.Done()
 	for j := range c.jobs {
-		r := c.get(j.key)
+		r := c.get(j.key, j.deadline)
 		if r.Err != nil {
 			c.errors.Add(1)
 		}
@@ -176,9 +178,12 @@ func (c *Client) work() {
 	}
 }
 
-func (c *Client) get(key string) Result {
+func (c *Client) get(key string, deadline time.Time) Result {
+	if time.Now().After(deadline) { // waited out its timeout in the queue
+		return Result{Err: ErrTimeout}
+	}
 	c.fetches.Add(1)
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	v, err := c.rc.Do(ctx, c.rc.B().Get().Key(key).Build()).AsBytes()
 	cancel()
 	switch {

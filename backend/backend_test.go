@@ -164,3 +164,34 @@ func TestWithCode(t *testing.T) {
 		}
 	}
 }
+
+// Time spent waiting for a worker counts against the timeout: behind a hung
+// Redis, queued fetches fail as soon as their time is up instead of each
+// waiting a full timeout of its own, and they are never sent.
+func TestTimeoutCountsQueueing(t *testing.T) {
+	redis := redistest.Start(t)
+	c, err := New(Config{Addr: redis.Addr, Timeout: 200 * time.Millisecond, MaxParallel: 1, QueueLen: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	redis.Pause()
+	defer redis.Resume()
+	results := make(chan Result, 10)
+	for range 10 {
+		if err := c.Fetch("k", func(r Result) { results <- r }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 10 {
+		if r := <-results; !errors.Is(r.Err, ErrTimeout) {
+			t.Fatalf("%+v", r)
+		}
+	}
+	if n := c.Stats().Fetches; n >= 10 {
+		t.Fatalf("%d of 10 fetches were sent to a hung Redis; the expired ones should not be", n)
+	}
+}

@@ -406,3 +406,46 @@ func TestWrk(t *testing.T) {
 		t.Fatalf("wrk saw errors:\n%s", out)
 	}
 }
+
+// Many connections each pipelining thousands of GETs, mostly misses: more
+// requests waiting for Redis at once than one connection's queue holds, all
+// answered in order with the right values.
+func TestDeepPipelines(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr)
+	const conns, depth = 40, 3000
+	for i := range 500 {
+		redis.Do("SET", fmt.Sprint("deep:", i), fmt.Sprint("v", i))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, conns)
+	for c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rc := dialRESP(t, p.addr)
+			var b strings.Builder
+			for i := range depth {
+				k := fmt.Sprint("deep:", (i*7+c)%1000) // half of them exist
+				fmt.Fprintf(&b, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", len(k), k)
+			}
+			rc.write(b.String())
+			for i := range depth {
+				n := (i*7 + c) % 1000
+				want := "(nil)"
+				if n < 500 {
+					want = fmt.Sprint("v", n)
+				}
+				if got := show(rc.read()); got != want {
+					errs <- fmt.Sprintf("conn %d answer %d: %q, want %q", c, i, got, want)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}

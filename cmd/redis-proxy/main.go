@@ -177,7 +177,7 @@ func run(cfg config) error {
 		Addr:        cfg.redis,
 		Timeout:     cfg.backendTimeout,
 		MaxParallel: cfg.maxParallel,
-		QueueLen:    64 * cfg.maxParallel,
+		QueueLen:    min(1024*cfg.maxParallel, 1<<20),
 	})
 	if err != nil {
 		return usageError{"--redis: " + err.Error()}
