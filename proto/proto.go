@@ -29,16 +29,6 @@ const (
 	RESP
 )
 
-func (p Protocol) String() string {
-	switch p {
-	case HTTP:
-		return "http"
-	case RESP:
-		return "resp"
-	}
-	return "unknown"
-}
-
 // Detect decides the protocol from the first bytes of a connection.
 //
 // A RESP multibulk starts with '*'. Otherwise the first line decides: an HTTP
