@@ -1,26 +1,38 @@
-// Package lru is the proxy's cache: at most Capacity keys, least recently read
-// evicted first, every entry expiring a fixed TTL after it was stored.
+// Package lru is the proxy's cache: at most Capacity keys (and, optionally, at
+// most MaxBytes of keys and values), the least recently read evicted first,
+// every entry expiring at its deadline, a fixed TTL after it was stored.
 //
 // How it works. Keys are spread over shards by xxhash; each shard has its own
-// mutex, map and LRU list, so loops reading different keys rarely meet on a
-// lock, and nothing is process-wide. A shard keeps its entries in one slice
-// and links them into a doubly linked LRU list by uint32 slot indices stored
-// in the entries themselves (slot 0 is the list's sentinel), with freed slots
-// reused through a free list. Values are copied in on Add and copied out under
-// the shard lock on Get (a visitor sees them), so the caller never holds a
-// reference into the cache and a slot can be reused the moment it is freed.
+// mutex and everything that mutex guards, so readers of different keys rarely
+// meet and nothing is process-wide. A shard (shard.go) holds
+//   - its entries in one slice of 32-byte pointer-free structs, linked into an
+//     intrusive LRU list by uint32 indices inside the entries;
+//   - an open-addressing index from key hash to entry (index.go), 4 bytes a
+//     slot, comparing full keys on a tag match;
+//   - a min-heap of entries by deadline (heap.go), each entry knowing its
+//     heap position, so expired entries can be reaped actively;
+//   - an arena (arena.go): slab chunks of bytes holding every key and value.
 //
-// Expiry is checked on every read: an expired entry is removed and reported
-// as a miss, exactly as if it had never been cached. Expired entries nobody
-// reads are pushed out by the LRU order like any cold entry.
+// Nothing per entry is a Go pointer, so the garbage collector's work does not
+// grow with the number of cached keys: it sees a few slices per shard and one
+// pointer per arena chunk. See BENCHMARKS.md ("cache engine") for the memory
+// per key and the GC measurements.
+//
+// Expiry happens two ways: Get checks the deadline of what it finds (an
+// expired entry is removed and reported as a miss, exactly as if it had never
+// been cached), and a reaper goroutine removes due entries from each shard in
+// batches of reapBatch, taking and releasing the lock between batches.
 //
 // Sharding makes LRU order exact per shard and approximate across shards. The
 // shard count grows with capacity (one shard per 1024 keys, up to 256), so a
-// small cache is one exact LRU and a large one evicts, from one shard, a key
-// that is among the least recently read of the whole cache.
+// small cache is one exact LRU, and a large one evicts, from the new key's
+// shard, a key that is among the least recently read of the whole cache.
 //
-// Costs: Get, Add and eviction are O(1) plus one xxhash of the key and one map
-// operation; memory is the key and value bytes plus a fixed per-entry overhead.
+// Costs: Get, Set, Invalidate and eviction are O(1) expected (one xxhash of
+// the key, a short probe, list moves) plus O(log n) for the heap when an entry
+// leaves or changes deadline, plus copying the value. Memory per entry is the
+// key and value rounded up to their slab class (at most 1/8 more) plus about
+// 40 bytes: the entry (32), its index slot (4/load) and its heap slot (4).
 package lru
 
 import (
@@ -33,55 +45,98 @@ import (
 const (
 	keysPerShard = 1024
 	maxShards    = 256
-
-	maxReusedValue = 64 << 10
+	reapBatch    = 64
 )
 
-// Cache is a sharded LRU cache with a global TTL. It is safe for concurrent use.
+// Config describes a cache.
+type Config struct {
+	Capacity int           // most keys; 0 caches nothing
+	MaxBytes int64         // most bytes of keys and values; 0 means no limit
+	TTL      time.Duration // how long an entry lives after it is set
+	// Now is the clock; nil means the monotonic clock. Tests pass their own.
+	Now func() time.Time
+	// ReapInterval is how often the reaper runs: 0 derives it from TTL,
+	// negative runs no reaper (expired entries then leave when read or evicted).
+	ReapInterval time.Duration
+}
+
+// Cache is a sharded LRU cache with deadlines. It is safe for concurrent use.
+// Close stops its reaper.
 type Cache struct {
 	shards []shard
 	shift  uint // a key's shard is its hash >> shift
 	ttl    int64
 	clock  func() int64
+
+	stopReaper chan struct{}
+	reaperDone chan struct{}
+	closeOnce  sync.Once
 }
 
-// Stats are counters over the cache's lifetime, and its current size.
+// Stats are the cache's counters, summed over its shards.
 type Stats struct {
-	Len         int
-	Evictions   uint64 // entries dropped to make room
-	Expirations uint64 // entries dropped because their TTL had passed
+	Len           int
+	Bytes         int64 // key and value bytes held
+	ArenaBytes    int64 // bytes the arenas hold, used or free
+	Hits          uint64
+	Misses        uint64
+	Sets          uint64
+	Evictions     uint64 // entries dropped to make room
+	Expirations   uint64 // entries dropped because their deadline passed
+	Invalidations uint64 // entries dropped by Invalidate or Clear
 }
 
-// New returns a cache of capacity keys whose entries expire ttl after they are
-// added. now is the clock (nil means time.Now); tests pass their own.
-// A capacity of 0 caches nothing.
-func New(capacity int, ttl time.Duration, now func() time.Time) *Cache {
-	clock := monotonicClock()
-	if now != nil {
-		base := now()
-		clock = func() int64 { return int64(now().Sub(base)) }
-	}
-	nshards, shift := 1, uint(64)
-	for nshards < maxShards && capacity/(nshards*2) >= keysPerShard {
+// New returns a cache as cfg describes, with its reaper running.
+func New(cfg Config) *Cache {
+	nshards := 1
+	for nshards < maxShards && cfg.Capacity/(nshards*2) >= keysPerShard {
 		nshards *= 2
+	}
+	return newCache(cfg, nshards)
+}
+
+// newCache returns a cache of nshards shards (a power of two).
+func newCache(cfg Config, nshards int) *Cache {
+	shift := uint(64)
+	for n := nshards; n > 1; n /= 2 {
 		shift--
 	}
 	c := &Cache{
-		shards: make([]shard, nshards),
-		shift:  shift,
-		ttl:    int64(ttl),
-		clock:  clock,
+		shards:     make([]shard, nshards),
+		shift:      shift,
+		ttl:        int64(cfg.TTL),
+		clock:      monotonicClock(),
+		stopReaper: make(chan struct{}),
+		reaperDone: make(chan struct{}),
+	}
+	if now := cfg.Now; now != nil {
+		base := now()
+		c.clock = func() int64 { return int64(now().Sub(base)) }
 	}
 	for i := range c.shards {
-		// Spread the remainder so that the shard capacities add up to capacity.
-		c.shards[i].init(capacity/nshards + boolInt(i < capacity%nshards))
+		// Spread the remainders so that the shards add up to the limits.
+		capacity := cfg.Capacity/nshards + boolInt(i < cfg.Capacity%nshards)
+		maxBytes := cfg.MaxBytes / int64(nshards)
+		if cfg.MaxBytes > 0 && i < int(cfg.MaxBytes%int64(nshards)) {
+			maxBytes++
+		}
+		c.shards[i].init(min(capacity, maxEntries-1), maxBytes)
+	}
+	interval := cfg.ReapInterval
+	if interval == 0 {
+		interval = min(max(cfg.TTL/10, 10*time.Millisecond), 250*time.Millisecond)
+	}
+	if interval > 0 {
+		go c.reapEvery(interval)
+	} else {
+		close(c.reaperDone)
 	}
 	return c
 }
 
 // monotonicClock reads nanoseconds since the cache was made. time.Since on a
 // monotonic base reads only the monotonic clock, half the cost of time.Now,
-// which also reads the wall clock; on the hit path that was 40% of the time.
+// which also reads the wall clock.
 func monotonicClock() func() int64 {
 	base := time.Now()
 	return func() int64 { return int64(time.Since(base)) }
@@ -94,142 +149,97 @@ func boolInt(b bool) int {
 	return 0
 }
 
+func (c *Cache) shardOf(h uint64) *shard { return &c.shards[h>>c.shift] }
+
 // Get looks key up. On a hit it marks the entry most recently read, calls
-// visit with the value and returns true. visit runs under the shard lock: it
-// must copy what it needs and return quickly, and must not call the cache.
+// visit with the value and returns true. The value is a view into the cache,
+// valid only until visit returns: visit runs under the shard lock, must copy
+// what it keeps, return quickly, and not call the cache.
 func (c *Cache) Get(key []byte, visit func(value []byte)) bool {
-	return c.shards[xxhash.Sum64(key)>>c.shift].get(key, c.clock(), visit)
+	h := xxhash.Sum64(key)
+	return c.shardOf(h).get(key, h, c.clock(), visit)
 }
 
-// Add stores key and a copy of value, replacing any entry for key, evicting
-// the least recently read entry of the key's shard if it is full.
-func (c *Cache) Add(key string, value []byte) {
-	c.shards[xxhash.Sum64String(key)>>c.shift].add(key, value, c.clock()+c.ttl)
+// Set stores copies of key and value, replacing any entry for key, evicting
+// least recently read entries of the key's shard as the limits require. Keys
+// longer than 64 KiB and records larger than a shard's share of MaxBytes are
+// not cached (and any older entry for the key is dropped).
+func (c *Cache) Set(key string, value []byte) {
+	h := xxhash.Sum64String(key)
+	c.shardOf(h).set(bytesOf(key), value, h, c.clock()+c.ttl)
 }
 
-// Stats returns the cache's counters, summed over its shards.
+// Invalidate drops key's entry, if any, and reports whether there was one.
+func (c *Cache) Invalidate(key string) bool {
+	h := xxhash.Sum64String(key)
+	return c.shardOf(h).invalidate(bytesOf(key), h)
+}
+
+// Clear drops every entry and gives the arenas' memory back.
+func (c *Cache) Clear() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		s.stats.invalidations += uint64(s.live)
+		s.reset()
+		s.mu.Unlock()
+	}
+}
+
+// Stats returns the cache's counters, taking each shard's lock in turn.
 func (c *Cache) Stats() Stats {
 	var st Stats
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		st.Len += len(s.index)
-		st.Evictions += s.evictions
-		st.Expirations += s.expirations
+		st.Len += s.live
+		st.Bytes += s.stats.bytes
+		st.ArenaBytes += s.arena.bytes
+		st.Hits += s.stats.hits
+		st.Misses += s.stats.misses
+		st.Sets += s.stats.sets
+		st.Evictions += s.stats.evictions
+		st.Expirations += s.stats.expirations
+		st.Invalidations += s.stats.invalidations
 		s.mu.Unlock()
 	}
 	return st
 }
 
-// entry is one cached key. prev and next link it into its shard's LRU list.
-type entry struct {
-	key        string
-	value      []byte
-	expireAt   int64 // on the cache clock
-	prev, next uint32
+// Close stops the reaper. The cache stays usable; expired entries then leave
+// only when read or evicted.
+func (c *Cache) Close() {
+	c.closeOnce.Do(func() { close(c.stopReaper) })
+	<-c.reaperDone
 }
 
-type shard struct {
-	mu          sync.Mutex // protects everything below
-	index       map[string]uint32
-	entries     []entry // entries[0] is the LRU sentinel: next is the most, prev the least recently read
-	free        []uint32
-	capacity    int
-	evictions   uint64
-	expirations uint64
-	_           [64]byte // keep shards' locks on separate cache lines
-}
-
-func (s *shard) init(capacity int) {
-	s.capacity = capacity
-	s.index = make(map[string]uint32)
-	s.entries = make([]entry, 1, 1+min(capacity, 1<<16))
-}
-
-func (s *shard) get(key []byte, now int64, visit func([]byte)) bool {
-	s.mu.Lock()
-	i, ok := s.index[string(key)]
-	if !ok {
-		s.mu.Unlock()
-		return false
-	}
-	e := &s.entries[i]
-	if now >= e.expireAt {
-		s.remove(i)
-		s.expirations++
-		s.mu.Unlock()
-		return false
-	}
-	s.moveToFront(i)
-	visit(e.value)
-	s.mu.Unlock()
-	return true
-}
-
-func (s *shard) add(key string, value []byte, expireAt int64) {
-	if s.capacity == 0 {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if i, ok := s.index[key]; ok {
-		e := &s.entries[i]
-		e.value = append(e.value[:0], value...)
-		e.expireAt = expireAt
-		s.moveToFront(i)
-		return
-	}
-	if len(s.index) >= s.capacity {
-		s.remove(s.entries[0].prev)
-		s.evictions++
-	}
-	var i uint32
-	if n := len(s.free); n > 0 {
-		i = s.free[n-1]
-		s.free = s.free[:n-1]
-	} else {
-		s.entries = append(s.entries, entry{})
-		i = uint32(len(s.entries) - 1)
-	}
-	e := &s.entries[i]
-	e.key = key
-	e.value = append(e.value[:0], value...)
-	e.expireAt = expireAt
-	s.index[e.key] = i
-	s.linkFront(i)
-}
-
-// remove unlinks entry i, drops it from the index and frees its slot. The
-// slot keeps a small value buffer for the next entry to reuse; a large one is
-// let go so that a few big values do not pin memory after they leave.
-func (s *shard) remove(i uint32) {
-	e := &s.entries[i]
-	delete(s.index, e.key)
-	s.unlink(i)
-	e.key = ""
-	if cap(e.value) > maxReusedValue {
-		e.value = nil
-	}
-	s.free = append(s.free, i)
-}
-
-func (s *shard) moveToFront(i uint32) {
-	if s.entries[0].next != i {
-		s.unlink(i)
-		s.linkFront(i)
+func (c *Cache) reapEvery(interval time.Duration) {
+	defer close(c.reaperDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stopReaper:
+			return
+		case <-t.C:
+			c.reapExpired()
+		}
 	}
 }
 
-func (s *shard) unlink(i uint32) {
-	e := &s.entries[i]
-	s.entries[e.prev].next = e.next
-	s.entries[e.next].prev = e.prev
-}
-
-func (s *shard) linkFront(i uint32) {
-	head := &s.entries[0]
-	e := &s.entries[i]
-	e.prev, e.next = 0, head.next
-	s.entries[head.next].prev = i
-	head.next = i
+// reapExpired removes every entry whose deadline has passed, one shard and
+// one batch at a time, and returns how many it removed.
+func (c *Cache) reapExpired() int {
+	total := 0
+	for i := range c.shards {
+		s := &c.shards[i]
+		for more := true; more; {
+			var n int
+			s.mu.Lock()
+			n, more = s.reap(c.clock(), reapBatch)
+			s.mu.Unlock()
+			total += n
+		}
+	}
+	return total
 }

@@ -1,51 +1,64 @@
 package lru
 
 import (
+	"bytes"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // fakeClock is a clock that moves only when told.
-type fakeClock struct{ t time.Time }
+type fakeClock struct{ t atomic.Int64 }
 
-func (c *fakeClock) now() time.Time          { return c.t }
-func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
-func newFake() *fakeClock                    { return &fakeClock{t: time.Unix(1e9, 0)} }
+func newFake() *fakeClock                     { c := &fakeClock{}; c.t.Store(1e18); return c }
+func (c *fakeClock) now() time.Time           { return time.Unix(0, c.t.Load()) }
+func (c *fakeClock) advance(d time.Duration)  { c.t.Add(int64(d)) }
+func newTest(t testing.TB, cfg Config) *Cache { c := New(cfg); t.Cleanup(c.Close); return c }
+
 func get(c *Cache, key string) (string, bool) {
 	var v string
 	ok := c.Get([]byte(key), func(b []byte) { v = string(b) })
 	return v, ok
 }
 
-func TestGetAdd(t *testing.T) {
-	c := New(10, time.Minute, nil)
+func TestGetSet(t *testing.T) {
+	c := newTest(t, Config{Capacity: 10, TTL: time.Minute})
 	if _, ok := get(c, "a"); ok {
 		t.Fatal("hit on empty cache")
 	}
-	c.Add("a", []byte("1"))
-	c.Add("b", []byte{})
+	c.Set("a", []byte("1"))
+	c.Set("b", []byte{})
+	c.Set("", []byte("empty key"))
 	if v, ok := get(c, "a"); !ok || v != "1" {
 		t.Fatalf("a = %q %v", v, ok)
 	}
 	if v, ok := get(c, "b"); !ok || v != "" {
 		t.Fatalf("b = %q %v", v, ok)
 	}
-	c.Add("a", []byte("2"))
-	if v, _ := get(c, "a"); v != "2" {
-		t.Fatalf("a after overwrite = %q", v)
+	if v, ok := get(c, ""); !ok || v != "empty key" {
+		t.Fatalf("empty key = %q %v", v, ok)
 	}
-	if st := c.Stats(); st.Len != 2 {
-		t.Fatalf("Len = %d", st.Len)
+	for _, size := range valueSizes { // in place, to another class, to and from big records
+		v := strings.Repeat("x", size)
+		c.Set("a", []byte(v))
+		if got, _ := get(c, "a"); got != v {
+			t.Fatalf("a after a rewrite to %d bytes: %d bytes", size, len(got))
+		}
+	}
+	st := c.Stats()
+	if st.Len != 3 || st.Bytes != int64(1+len("b")+len("empty key")+valueSizes[len(valueSizes)-1]) {
+		t.Fatalf("stats %+v", st)
 	}
 }
 
 // The value is copied in: changing the caller's slice afterwards changes nothing.
-func TestAddCopiesValue(t *testing.T) {
-	c := New(10, time.Minute, nil)
+func TestSetCopiesValue(t *testing.T) {
+	c := newTest(t, Config{Capacity: 10, TTL: time.Minute})
 	v := []byte("abc")
-	c.Add("k", v)
+	c.Set("k", v)
 	v[0] = 'X'
 	if got, _ := get(c, "k"); got != "abc" {
 		t.Fatalf("got %q", got)
@@ -53,12 +66,12 @@ func TestAddCopiesValue(t *testing.T) {
 }
 
 func TestLRUOrder(t *testing.T) {
-	c := New(3, time.Minute, nil)
-	c.Add("a", []byte("a"))
-	c.Add("b", []byte("b"))
-	c.Add("c", []byte("c"))
+	c := newTest(t, Config{Capacity: 3, TTL: time.Minute})
+	c.Set("a", []byte("a"))
+	c.Set("b", []byte("b"))
+	c.Set("c", []byte("c"))
 	get(c, "a") // b is now the least recently read
-	c.Add("d", []byte("d"))
+	c.Set("d", []byte("d"))
 	if _, ok := get(c, "b"); ok {
 		t.Fatal("b should have been evicted")
 	}
@@ -67,8 +80,7 @@ func TestLRUOrder(t *testing.T) {
 			t.Fatalf("%s evicted", k)
 		}
 	}
-	// Reading order now a, c, d: adding e evicts a.
-	c.Add("e", []byte("e"))
+	c.Set("e", []byte("e")) // reading order a, c, d: a goes
 	if _, ok := get(c, "a"); ok {
 		t.Fatal("a should have been evicted")
 	}
@@ -77,25 +89,10 @@ func TestLRUOrder(t *testing.T) {
 	}
 }
 
-// Overwriting counts as a use: the rewritten key moves to the front.
-func TestOverwriteMovesToFront(t *testing.T) {
-	c := New(2, time.Minute, nil)
-	c.Add("a", []byte("1"))
-	c.Add("b", []byte("1"))
-	c.Add("a", []byte("2"))
-	c.Add("c", []byte("1"))
-	if _, ok := get(c, "b"); ok {
-		t.Fatal("b should have been evicted")
-	}
-	if v, ok := get(c, "a"); !ok || v != "2" {
-		t.Fatalf("a = %q %v", v, ok)
-	}
-}
-
 func TestTTL(t *testing.T) {
 	clk := newFake()
-	c := New(10, time.Second, clk.now)
-	c.Add("a", []byte("1"))
+	c := newTest(t, Config{Capacity: 10, TTL: time.Second, Now: clk.now, ReapInterval: -1})
+	c.Set("a", []byte("1"))
 	clk.advance(999 * time.Millisecond)
 	if _, ok := get(c, "a"); !ok {
 		t.Fatal("expired early")
@@ -107,24 +104,102 @@ func TestTTL(t *testing.T) {
 	if st := c.Stats(); st.Len != 0 || st.Expirations != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-	// A read does not extend the TTL; a new Add restarts it.
-	c.Add("b", []byte("1"))
+	// A read does not extend the TTL; a new Set restarts it.
+	c.Set("b", []byte("1"))
 	clk.advance(600 * time.Millisecond)
 	get(c, "b")
 	clk.advance(600 * time.Millisecond)
 	if _, ok := get(c, "b"); ok {
 		t.Fatal("a read extended the TTL")
 	}
-	c.Add("b", []byte("2"))
+	c.Set("b", []byte("2"))
 	clk.advance(600 * time.Millisecond)
-	if v, ok := get(c, "b"); !ok || v != "2" {
+	c.Set("b", []byte("3"))
+	clk.advance(600 * time.Millisecond)
+	if v, ok := get(c, "b"); !ok || v != "3" {
 		t.Fatalf("b = %q %v", v, ok)
 	}
 }
 
+// The reaper removes expired entries nobody reads.
+func TestReaper(t *testing.T) {
+	clk := newFake()
+	c := newTest(t, Config{Capacity: 5000, TTL: time.Second, Now: clk.now, ReapInterval: time.Millisecond})
+	for i := range 3000 {
+		c.Set(fmt.Sprint("k", i), []byte("v"))
+	}
+	clk.advance(2 * time.Second)
+	c.Set("fresh", []byte("v"))
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Stats().Len != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("reaper left %d entries", c.Stats().Len)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st := c.Stats(); st.Expirations != 3000 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, ok := get(c, "fresh"); !ok {
+		t.Fatal("the reaper took an entry that had not expired")
+	}
+}
+
+func TestInvalidateAndClear(t *testing.T) {
+	c := newTest(t, Config{Capacity: 100, TTL: time.Minute})
+	for i := range 10 {
+		c.Set(fmt.Sprint("k", i), []byte("v"))
+	}
+	if !c.Invalidate("k3") || c.Invalidate("k3") || c.Invalidate("nope") {
+		t.Fatal("Invalidate reported wrongly")
+	}
+	if _, ok := get(c, "k3"); ok {
+		t.Fatal("invalidated key served")
+	}
+	c.Clear()
+	if st := c.Stats(); st.Len != 0 || st.Bytes != 0 || st.Invalidations != 10 {
+		t.Fatalf("after Clear: %+v", st)
+	}
+	c.Set("k1", []byte("again"))
+	if v, _ := get(c, "k1"); v != "again" {
+		t.Fatalf("after Clear: %q", v)
+	}
+}
+
+func TestMaxBytes(t *testing.T) {
+	c := newTest(t, Config{Capacity: 100, MaxBytes: 1000, TTL: time.Minute})
+	for i := range 20 {
+		c.Set(fmt.Sprintf("k%02d", i), make([]byte, 97)) // 100 bytes a record
+	}
+	st := c.Stats()
+	if st.Len != 10 || st.Bytes != 1000 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, ok := get(c, "k09"); ok {
+		t.Fatal("oldest entries should have gone")
+	}
+	c.Set("k19", make([]byte, 2000)) // larger than the whole cache: dropped, not kept stale
+	if _, ok := get(c, "k19"); ok {
+		t.Fatal("a record over MaxBytes was kept")
+	}
+}
+
+func TestLongKeyNotCached(t *testing.T) {
+	c := newTest(t, Config{Capacity: 10, TTL: time.Minute})
+	long := strings.Repeat("k", maxKeyLen+1)
+	c.Set(long, []byte("v"))
+	if _, ok := get(c, long); ok {
+		t.Fatal("a key over 64 KiB was cached")
+	}
+	c.Set(long[:maxKeyLen], []byte("v"))
+	if _, ok := get(c, long[:maxKeyLen]); !ok {
+		t.Fatal("a 64 KiB key was not cached")
+	}
+}
+
 func TestZeroCapacity(t *testing.T) {
-	c := New(0, time.Minute, nil)
-	c.Add("a", []byte("1"))
+	c := newTest(t, Config{Capacity: 0, TTL: time.Minute})
+	c.Set("a", []byte("1"))
 	if _, ok := get(c, "a"); ok {
 		t.Fatal("capacity 0 cached a key")
 	}
@@ -133,7 +208,7 @@ func TestZeroCapacity(t *testing.T) {
 // Whatever the shard count, the cache never holds more than its capacity.
 func TestCapacityAcrossShards(t *testing.T) {
 	for _, capacity := range []int{1, 7, 1024, 5000, 100000} {
-		c := New(capacity, time.Minute, nil)
+		c := newTest(t, Config{Capacity: capacity, TTL: time.Minute})
 		total := 0
 		for i := range c.shards {
 			total += c.shards[i].capacity
@@ -142,44 +217,61 @@ func TestCapacityAcrossShards(t *testing.T) {
 			t.Fatalf("capacity %d: shards add up to %d", capacity, total)
 		}
 		for i := range 2 * capacity {
-			c.Add(fmt.Sprint("key", i), []byte("v"))
+			c.Set(fmt.Sprint("key", i), []byte("v"))
 		}
-		if n := c.Stats().Len; n > capacity {
+		if n := c.Stats().Len; n > capacity || n < capacity*9/10 {
 			t.Fatalf("capacity %d: holds %d", capacity, n)
 		}
 	}
-	if n := len(New(100000, time.Minute, nil).shards); n < 16 {
+	if n := len(New(Config{Capacity: 100000}).shards); n < 16 {
 		t.Fatalf("a 100000-key cache has only %d shards", n)
 	}
 }
 
-func TestConcurrent(t *testing.T) {
-	c := New(1000, time.Minute, nil)
+// Many goroutines mixing every operation: no key ever answers with another
+// key's value, and the cache stays within its limits.
+func TestConcurrentStress(t *testing.T) {
+	c := newTest(t, Config{Capacity: 2048, MaxBytes: 1 << 20, TTL: 5 * time.Millisecond, ReapInterval: time.Millisecond})
 	var wg sync.WaitGroup
+	var bad atomic.Value
 	for g := range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range 5000 {
-				k := fmt.Sprint("k", (i*7+g)%2000)
-				if v, ok := get(c, k); ok && v != k {
-					t.Errorf("key %s has value %s", k, v)
-					return
+			for i := range 20000 {
+				k := fmt.Sprint("k", (i*7+g*13)%5000)
+				switch i % 10 {
+				case 0, 1, 2:
+					c.Set(k, bytes.Repeat([]byte(k+"|"), 1+i%300))
+				case 3:
+					c.Invalidate(k)
+				case 4:
+					if i%5000 == 4 {
+						c.Clear()
+					}
+				default:
+					c.Get([]byte(k), func(v []byte) {
+						if !bytes.HasPrefix(v, []byte(k+"|")) || len(v)%(len(k)+1) != 0 {
+							bad.Store(fmt.Sprintf("%s -> %.40q", k, v))
+						}
+					})
 				}
-				c.Add(k, []byte(k))
 			}
 		}()
 	}
 	wg.Wait()
-	if n := c.Stats().Len; n > 1000 {
-		t.Fatalf("holds %d > capacity", n)
+	if b := bad.Load(); b != nil {
+		t.Fatalf("wrong value: %v", b)
+	}
+	if st := c.Stats(); st.Len > 2048 || st.Bytes > 1<<20 {
+		t.Fatalf("over limits: %+v", st)
 	}
 }
 
 func TestGetDoesNotAllocate(t *testing.T) {
-	c := New(100000, time.Minute, nil)
+	c := newTest(t, Config{Capacity: 100000, TTL: time.Minute})
 	key := []byte("key:000000000042")
-	c.Add(string(key), make([]byte, 100))
+	c.Set(string(key), make([]byte, 100))
 	out := make([]byte, 0, 256)
 	allocs := testing.AllocsPerRun(1000, func() {
 		out = out[:0]
@@ -190,13 +282,27 @@ func TestGetDoesNotAllocate(t *testing.T) {
 	}
 }
 
-func BenchmarkGetHit(b *testing.B) {
-	c := New(100000, time.Minute, nil)
-	keys := make([][]byte, 1000)
+func benchKeys(n int) ([][]byte, []string) {
+	keys, strs := make([][]byte, n), make([]string, n)
 	for i := range keys {
-		keys[i] = fmt.Appendf(nil, "key:%012d", i)
-		c.Add(string(keys[i]), make([]byte, 100))
+		strs[i] = fmt.Sprintf("key:%012d", i) // 16 bytes
+		keys[i] = []byte(strs[i])
 	}
+	return keys, strs
+}
+
+func benchCache(b *testing.B, n int) (*Cache, [][]byte, []string) {
+	c := New(Config{Capacity: n, TTL: time.Hour, ReapInterval: -1})
+	keys, strs := benchKeys(n)
+	v := make([]byte, 100)
+	for _, k := range strs {
+		c.Set(k, v)
+	}
+	return c, keys, strs
+}
+
+func BenchmarkGetHit(b *testing.B) {
+	c, keys, _ := benchCache(b, 100000)
 	out := make([]byte, 0, 256)
 	b.ReportAllocs()
 	i := 0
@@ -208,16 +314,12 @@ func BenchmarkGetHit(b *testing.B) {
 }
 
 func BenchmarkGetHitParallel(b *testing.B) {
-	c := New(100000, time.Minute, nil)
-	keys := make([][]byte, 1000)
-	for i := range keys {
-		keys[i] = fmt.Appendf(nil, "key:%012d", i)
-		c.Add(string(keys[i]), make([]byte, 100))
-	}
+	c, keys, _ := benchCache(b, 100000)
 	b.ReportAllocs()
+	var seed atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {
 		out := make([]byte, 0, 256)
-		i := 0
+		i := int(seed.Add(7919))
 		for pb.Next() {
 			out = out[:0]
 			c.Get(keys[i%len(keys)], func(v []byte) { out = append(out, v...) })
@@ -226,17 +328,30 @@ func BenchmarkGetHitParallel(b *testing.B) {
 	})
 }
 
-func BenchmarkAdd(b *testing.B) {
-	c := New(100000, time.Minute, nil)
-	keys := make([]string, 200000)
-	for i := range keys {
-		keys[i] = fmt.Sprintf("key:%012d", i)
-	}
+// BenchmarkSet inserts into a full cache: every Set evicts.
+func BenchmarkSet(b *testing.B) {
+	c, _, _ := benchCache(b, 100000)
+	_, strs := benchKeys(400000)
 	v := make([]byte, 100)
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		c.Add(keys[i%len(keys)], v)
+		c.Set(strs[i%len(strs)], v)
 		i++
 	}
+}
+
+func BenchmarkSetParallel(b *testing.B) {
+	c, _, _ := benchCache(b, 100000)
+	_, strs := benchKeys(400000)
+	v := make([]byte, 100)
+	b.ReportAllocs()
+	var seed atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(seed.Add(7919))
+		for pb.Next() {
+			c.Set(strs[i%len(strs)], v)
+			i++
+		}
+	})
 }

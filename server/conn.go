@@ -238,7 +238,7 @@ func (s *Server) fetch(cn *conn, sl *slot, part int, key []byte) {
 	s.pending.Add(1)
 	err := s.backend.Fetch(k, func(r backend.Result) {
 		if r.Found {
-			s.cache.Add(k, r.Value)
+			s.cache.Set(k, r.Value)
 		}
 		err := cn.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			s.pending.Add(-1)

@@ -93,7 +93,7 @@ func (l *fakeLoop) openConn(t testing.TB) *fakeConn {
 }
 
 func newTestServer(t testing.TB, be *backend.Client) (*Server, *fakeLoop) {
-	cache := lru.New(1000, time.Minute, nil)
+	cache := lru.New(lru.Config{Capacity: 1000, TTL: time.Minute, ReapInterval: -1})
 	s := New(Config{Listen: "127.0.0.1:0", MaxClients: 10, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, cache, be)
 	return s, &fakeLoop{tasks: make(chan gnet.Runnable, 4096), srv: s}
 }
@@ -115,8 +115,8 @@ func TestOrderBehindPendingMiss(t *testing.T) {
 	s, lp := newTestServer(t, be)
 	redis.Do("SET", "m1", "miss-one")
 	redis.Do("SET", "m2", "miss-two")
-	s.cache.Add("h1", []byte("hit-one"))
-	s.cache.Add("h2", []byte("hit-two"))
+	s.cache.Set("h1", []byte("hit-one"))
+	s.cache.Set("h2", []byte("hit-two"))
 	c := lp.open(t)
 
 	c.send("GET h1\r\nGET m1\r\nGET h2\r\nGET m2\r\nGET h1\r\n")
@@ -140,7 +140,7 @@ func TestHTTPOrderBehindPendingMiss(t *testing.T) {
 	redis, be := newTestBackend(t)
 	s, lp := newTestServer(t, be)
 	redis.Do("SET", "m", "fetched")
-	s.cache.Add("h", []byte("cached"))
+	s.cache.Set("h", []byte("cached"))
 	c := lp.open(t)
 	c.send("GET /m HTTP/1.1\r\n\r\nGET /h HTTP/1.1\r\n\r\nGET /none HTTP/1.1\r\nConnection: close\r\n\r\n")
 	if got := c.takeOut(); got != "" {
@@ -233,7 +233,7 @@ func TestHitPathDoesNotAllocate(t *testing.T) {
 		"resp-split": "*2\r\n$3\r\nGET\r\n$16\r\nkey:0000",
 	} {
 		s, lp := newTestServer(t, nil)
-		s.cache.Add("key:000000000042", make([]byte, 100))
+		s.cache.Set("key:000000000042", make([]byte, 100))
 		c := lp.open(t)
 		c.send(req) // first use grows the buffers
 		allocs := testing.AllocsPerRun(200, func() {
@@ -249,7 +249,7 @@ func TestHitPathDoesNotAllocate(t *testing.T) {
 
 func benchmarkHits(b *testing.B, req string, perOp int) {
 	s, lp := newTestServer(b, nil)
-	s.cache.Add("key:000000000042", make([]byte, 100))
+	s.cache.Set("key:000000000042", make([]byte, 100))
 	c := lp.open(b)
 	c.send(req)
 	b.ReportAllocs()

@@ -16,9 +16,11 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/redis-proxy/redis-proxy/backend"
 	"github.com/redis-proxy/redis-proxy/lru"
@@ -29,6 +31,7 @@ type config struct {
 	listen          string
 	redis           string
 	capacity        int
+	maxMemory       byteSize
 	ttl             time.Duration
 	maxClients      int
 	maxParallel     int
@@ -56,6 +59,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:6380", "`host:port` serving both HTTP and RESP")
 	fs.StringVar(&c.redis, "redis", "127.0.0.1:6379", "backing Redis: `host:port` or redis://[user:pass@]host:port[/db] (rediss:// for TLS)")
 	fs.IntVar(&c.capacity, "capacity", 100000, "cache capacity in `keys` (0 caches nothing)")
+	fs.Var(&c.maxMemory, "max-memory", "most `bytes` of keys and values cached, e.g. 512MiB or 2GB (0 = no limit besides --capacity)")
 	fs.DurationVar(&c.ttl, "ttl", 10*time.Second, "how long an entry is served after it was fetched")
 	fs.IntVar(&c.maxClients, "max-clients", 10000, "open client connections allowed at once")
 	fs.IntVar(&c.maxParallel, "max-parallel", 256, "backend fetches in flight at once (more are queued)")
@@ -117,6 +121,8 @@ func (c *config) validate() error {
 		return usageError{"--listen: must be host:port"}
 	case c.capacity < 0:
 		return usageError{fmt.Sprintf("--capacity: must be 0 or more keys, got %d", c.capacity)}
+	case c.maxMemory < 0:
+		return usageError{fmt.Sprintf("--max-memory: must be 0 (no limit) or more bytes, got %d", c.maxMemory)}
 	case c.ttl <= 0:
 		return usageError{fmt.Sprintf("--ttl: must be positive, got %s", c.ttl)}
 	case c.maxClients < 1:
@@ -133,6 +139,32 @@ func (c *config) validate() error {
 	if _, err := logLevel(c.logLevel); err != nil {
 		return err
 	}
+	return nil
+}
+
+// byteSize is a flag value in bytes: a number with an optional unit, decimal
+// (KB, MB, GB, TB) or binary (KiB, MiB, GiB, TiB), case-insensitive.
+type byteSize int64
+
+var byteUnits = map[string]float64{
+	"": 1, "b": 1,
+	"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+	"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+}
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+
+func (b *byteSize) Set(s string) error {
+	num := strings.TrimRightFunc(s, unicode.IsLetter)
+	mult, ok := byteUnits[strings.ToLower(s[len(num):])]
+	if !ok {
+		return fmt.Errorf("unknown unit %q (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)", s[len(num):])
+	}
+	n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	if err != nil {
+		return fmt.Errorf("not a size: %q", s)
+	}
+	*b = byteSize(n * mult)
 	return nil
 }
 
@@ -183,7 +215,8 @@ func run(cfg config) error {
 		return usageError{"--redis: " + err.Error()}
 	}
 	defer be.Close()
-	cache := lru.New(cfg.capacity, cfg.ttl, nil)
+	cache := lru.New(lru.Config{Capacity: cfg.capacity, MaxBytes: int64(cfg.maxMemory), TTL: cfg.ttl})
+	defer cache.Close()
 	srv := server.New(server.Config{
 		Listen:     cfg.listen,
 		Loops:      cfg.loops,

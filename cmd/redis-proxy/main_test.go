@@ -47,6 +47,8 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--shutdown-timeout=0s"}, nil, "--shutdown-timeout"},
 		{[]string{"--loops=300"}, nil, "--loops"},
 		{[]string{"--listen="}, nil, "--listen"},
+		{[]string{"--max-memory=-1"}, nil, "--max-memory"},
+		{[]string{"--max-memory=12parsecs"}, nil, "--max-memory"},
 		{[]string{"--bogus"}, nil, "unknown flag --bogus"},
 		{nil, map[string]string{"REDIS_PROXY_MAX_CLIENTS": "many"}, "REDIS_PROXY_MAX_CLIENTS (--max-clients)"},
 		{nil, map[string]string{"REDIS_PROXY_PIN_CPUS": "maybe"}, "REDIS_PROXY_PIN_CPUS (--pin-cpus)"},
@@ -54,6 +56,15 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		_, err := parseConfig(tc.args, env(tc.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%v %v: %v, want one line naming %s", tc.args, tc.env, err, tc.want)
+		}
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "1048576": 1 << 20, "512MiB": 512 << 20, "2GB": 2e9, "1.5kib": 1536, "64 KB": 64000} {
+		var b byteSize
+		if err := b.Set(in); err != nil || int64(b) != want {
+			t.Errorf("%q: %d %v, want %d", in, b, err, want)
 		}
 	}
 }

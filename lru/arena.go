@@ -1,0 +1,162 @@
+// The arena: where a shard keeps its keys and values, in memory the garbage
+// collector never has to look inside.
+//
+// Each record (key bytes followed by value bytes) lives in a slot of a size
+// class. Classes are 8 bytes apart up to 128 bytes, then 8 per doubling
+// (each 1/8 larger than the one before) up to 16 KiB, so a slot wastes at most
+// 1/8 of its size. Slots are cut, bump-allocator style, from chunks of 64 KiB
+// growing to 1 MiB; a freed slot goes onto its class's free list and is reused
+// by the next record of that class. Records over 16 KiB get an allocation of
+// their own ("big"), tracked in a side slice.
+//
+// The GC sees one pointer per chunk and one per big record, never one per
+// entry: chunks are []byte, and everything else (locations, free lists) is
+// uint32s.
+//
+// Fragmentation is bounded two ways. Inside a slot, by the class spacing
+// (at most 1/8 of the slot, plus up to 7 bytes of 8-byte rounding). Across
+// classes, because freed slots are only reused by their own class, the arena
+// holds, per class, at most the largest number of slots that class ever had
+// live at once; when the mix of record sizes shifts, the old classes' slots
+// wait on their free lists for records of their size. The tail of a chunk too
+// small for the next slot is cut into smaller slots, not dropped. Clear gives
+// every chunk back.
+
+package lru
+
+import "math/bits"
+
+const (
+	minChunk  = 64 << 10
+	maxChunk  = 1 << 20
+	maxClass  = 16 << 10 // larger records are "big"
+	offBits   = 17       // a location is chunk<<offBits | offset/8
+	maxChunks = 1 << (32 - offBits)
+	bigClass  = 255
+)
+
+// classSizes lists the slot size of each class; classOfUnits maps a record
+// size in 8-byte units to the smallest class that holds it.
+var (
+	classSizes   []int
+	classOfUnits [maxClass/8 + 1]uint8
+)
+
+func init() {
+	for size := 8; size <= maxClass; {
+		classSizes = append(classSizes, size)
+		step := 8
+		if size >= 128 {
+			step = 1 << (bits.Len(uint(size)) - 4) // 8 classes per doubling
+		}
+		size += step
+	}
+	c := 0
+	for units := range classOfUnits {
+		for classSizes[c] < units*8 {
+			c++
+		}
+		classOfUnits[units] = uint8(c)
+	}
+}
+
+// classOf returns the class for a record of n bytes, or bigClass.
+func classOf(n int) uint8 {
+	if n > maxClass {
+		return bigClass
+	}
+	return classOfUnits[(n+7)/8]
+}
+
+type arena struct {
+	chunks  [][]byte
+	used    int // bytes of the last chunk handed out
+	free    [][]uint32
+	big     [][]byte
+	bigFree []uint32
+	bytes   int64 // bytes held in chunks and big records
+}
+
+func newArena() arena {
+	return arena{free: make([][]uint32, len(classSizes))}
+}
+
+// alloc returns a location for a record of n bytes, and its class; ok is
+// false only when the shard has used all its chunk addresses (32 GiB).
+func (a *arena) alloc(n int) (loc uint32, class uint8, ok bool) {
+	class = classOf(n)
+	if class == bigClass {
+		b := make([]byte, n)
+		a.bytes += int64(n)
+		if k := len(a.bigFree); k > 0 {
+			loc = a.bigFree[k-1]
+			a.bigFree = a.bigFree[:k-1]
+			a.big[loc] = b
+		} else {
+			loc = uint32(len(a.big))
+			a.big = append(a.big, b)
+		}
+		return loc, class, true
+	}
+	if k := len(a.free[class]); k > 0 {
+		loc = a.free[class][k-1]
+		a.free[class] = a.free[class][:k-1]
+		return loc, class, true
+	}
+	size := classSizes[class]
+	if len(a.chunks) == 0 || a.used+size > len(a.chunks[len(a.chunks)-1]) {
+		if len(a.chunks) == maxChunks {
+			return 0, 0, false
+		}
+		a.retireTail()
+		next := minChunk
+		if len(a.chunks) > 0 {
+			next = min(2*len(a.chunks[len(a.chunks)-1]), maxChunk)
+		}
+		a.chunks = append(a.chunks, make([]byte, next))
+		a.bytes += int64(next)
+		a.used = 0
+	}
+	loc = uint32(len(a.chunks)-1)<<offBits | uint32(a.used/8)
+	a.used += size
+	return loc, class, true
+}
+
+// retireTail cuts what is left of the last chunk into free slots of the
+// largest classes that fit, before a new chunk is started.
+func (a *arena) retireTail() {
+	if len(a.chunks) == 0 {
+		return
+	}
+	last := uint32(len(a.chunks) - 1)
+	for rest := len(a.chunks[last]) - a.used; rest >= classSizes[0]; rest = len(a.chunks[last]) - a.used {
+		c := uint8(len(classSizes) - 1)
+		if rest < maxClass {
+			if c = classOfUnits[rest/8]; classSizes[c] > rest {
+				c--
+			}
+		}
+		a.free[c] = append(a.free[c], last<<offBits|uint32(a.used/8))
+		a.used += classSizes[c]
+	}
+}
+
+// release returns a record's slot to its class (or drops a big record).
+func (a *arena) release(loc uint32, class uint8) {
+	if class == bigClass {
+		a.bytes -= int64(len(a.big[loc]))
+		a.big[loc] = nil
+		a.bigFree = append(a.bigFree, loc)
+		return
+	}
+	a.free[class] = append(a.free[class], loc)
+}
+
+// record returns the n bytes at loc.
+func (a *arena) record(loc uint32, class uint8, n int) []byte {
+	if class == bigClass {
+		return a.big[loc][:n:n]
+	}
+	off := int(loc&(1<<offBits-1)) * 8
+	return a.chunks[loc>>offBits][off : off+n : off+n]
+}

@@ -1,0 +1,253 @@
+// A shard: one lock and everything it guards. Entries live in one slice of
+// pointer-free structs; entry 0 is the sentinel of a circular, doubly linked
+// LRU list threaded through the entries' prev/next indices (sentinel.next is
+// the most recently read entry, sentinel.prev the least). Freed entries are
+// chained through next from freeEntry and reused. An entry is at once in the
+// LRU list, the index (index.go), the TTL heap (heap.go) and the arena
+// (arena.go), and leaves all four together in remove.
+
+package lru
+
+import (
+	"sync"
+	"unsafe"
+)
+
+// maxKeyLen is the longest key the cache holds; longer keys are not cached
+// (they are served, just fetched every time).
+const maxKeyLen = 1<<16 - 1
+
+// entry is one cached key: 32 bytes, no pointers.
+type entry struct {
+	expireAt int64  // deadline on the cache clock, in ns
+	loc      uint32 // the arena location of key‖value
+	vlen     uint32
+	prev     uint32 // LRU list
+	next     uint32 // LRU list, or the free chain
+	heapPos  uint32 // position in the TTL heap
+	klen     uint16
+	class    uint8 // the arena size class of the record
+}
+
+type shardStats struct {
+	hits, misses, sets, evictions, expirations, invalidations uint64
+	bytes                                                     int64 // key and value bytes held
+}
+
+type shard struct {
+	mu        sync.Mutex // guards everything below
+	entries   []entry    // entries[0] is the LRU sentinel
+	freeEntry uint32     // first free entry, 0 if none
+	slots     []uint32   // the index
+	maxSlots  int        // the index's size at full capacity
+	live      int        // entries in use
+	heap      []uint32   // entry indices by deadline
+	arena     arena
+	capacity  int   // most entries
+	maxBytes  int64 // most key and value bytes; 0 means no limit
+	stats     shardStats
+	_         [64]byte // keep neighbouring shards' locks on separate cache lines
+}
+
+func (s *shard) init(capacity int, maxBytes int64) {
+	s.capacity, s.maxBytes = capacity, maxBytes
+	s.maxSlots = capacity + capacity/3 + 1
+	s.reset()
+}
+
+// reset empties the shard, giving its memory back.
+func (s *shard) reset() {
+	s.entries = make([]entry, 1, min(16, s.capacity+1))
+	s.freeEntry, s.live = 0, 0
+	s.slots = make([]uint32, min(64, s.maxSlots))
+	s.heap = nil
+	s.arena = newArena()
+	s.stats.bytes = 0
+}
+
+func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+func (s *shard) keyOf(e *entry) []byte {
+	return s.arena.record(e.loc, e.class, int(e.klen))
+}
+
+func (s *shard) valueOf(e *entry) []byte {
+	return s.arena.record(e.loc, e.class, int(e.klen)+int(e.vlen))[e.klen:]
+}
+
+func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, pos := s.find(key, h)
+	if i == 0 {
+		s.stats.misses++
+		return false
+	}
+	e := &s.entries[i]
+	if now >= e.expireAt {
+		s.remove(i, pos)
+		s.stats.expirations++
+		s.stats.misses++
+		return false
+	}
+	s.moveToFront(i)
+	s.stats.hits++
+	visit(s.valueOf(e))
+	return true
+}
+
+func (s *shard) set(key, value []byte, h uint64, expireAt int64) {
+	size := len(key) + len(value)
+	cacheable := s.capacity > 0 && len(key) <= maxKeyLen && (s.maxBytes == 0 || int64(size) <= s.maxBytes)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, pos := s.find(key, h)
+	if i != 0 {
+		if !cacheable { // the old value must not outlive the new one
+			s.remove(i, pos)
+			return
+		}
+		s.rewrite(i, key, value, expireAt)
+		return
+	}
+	if !cacheable {
+		return
+	}
+	for s.live >= s.capacity || s.maxBytes > 0 && s.stats.bytes+int64(size) > s.maxBytes {
+		s.evictOldest()
+	}
+	loc, class, ok := s.arena.alloc(size)
+	if !ok {
+		return
+	}
+	i = s.newEntry()
+	s.entries[i] = entry{expireAt: expireAt, loc: loc, vlen: uint32(len(value)), klen: uint16(len(key)), class: class}
+	rec := s.arena.record(loc, class, size)
+	copy(rec, key)
+	copy(rec[len(key):], value)
+	s.growIndex()
+	n := len(s.slots)
+	for pos = home(h, n); s.slots[pos] != 0; { // evictions and growth moved things: probe afresh
+		if pos++; pos == n {
+			pos = 0
+		}
+	}
+	s.slots[pos] = tagOf(h) | i
+	s.live++
+	s.linkFront(i)
+	s.heapPush(i)
+	s.stats.bytes += int64(size)
+	s.stats.sets++
+}
+
+// rewrite gives entry i a new value and deadline, moving its record to
+// another slot if the size class changes.
+func (s *shard) rewrite(i uint32, key, value []byte, expireAt int64) {
+	e := &s.entries[i]
+	size := len(key) + len(value)
+	s.stats.bytes += int64(len(value)) - int64(e.vlen)
+	if class := classOf(size); class != e.class || class == bigClass {
+		loc, class, ok := s.arena.alloc(size)
+		if !ok {
+			s.stats.bytes -= int64(len(value)) - int64(e.vlen)
+			s.remove(i, -1)
+			return
+		}
+		s.arena.release(e.loc, e.class)
+		e.loc, e.class = loc, class
+		copy(s.arena.record(loc, class, len(key)), key)
+	}
+	e.vlen = uint32(len(value))
+	copy(s.valueOf(e), value)
+	e.expireAt = expireAt
+	s.heapFix(int(e.heapPos))
+	s.moveToFront(i)
+	s.stats.sets++
+	for s.maxBytes > 0 && s.stats.bytes > s.maxBytes && s.entries[0].prev != i {
+		s.evictOldest()
+	}
+}
+
+func (s *shard) invalidate(key []byte, h uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, pos := s.find(key, h)
+	if i == 0 {
+		return false
+	}
+	s.remove(i, pos)
+	s.stats.invalidations++
+	return true
+}
+
+// reap removes up to max entries whose deadline has passed and reports
+// whether more are due.
+func (s *shard) reap(now int64, max int) (n int, more bool) {
+	for len(s.heap) > 0 && s.entries[s.heap[0]].expireAt <= now {
+		if n == max {
+			return n, true
+		}
+		s.remove(s.heap[0], -1)
+		s.stats.expirations++
+		n++
+	}
+	return n, false
+}
+
+func (s *shard) evictOldest() {
+	s.remove(s.entries[0].prev, -1)
+	s.stats.evictions++
+}
+
+// remove takes entry i out of the index (from slot pos, or wherever it is
+// when pos < 0), the LRU list, the heap and the arena, and frees it.
+func (s *shard) remove(i uint32, pos int) {
+	if pos < 0 {
+		pos = s.slotOf(i)
+	}
+	s.unindex(pos)
+	e := &s.entries[i]
+	s.unlink(i)
+	s.heapRemove(int(e.heapPos))
+	s.arena.release(e.loc, e.class)
+	s.stats.bytes -= int64(e.klen) + int64(e.vlen)
+	s.live--
+	*e = entry{next: s.freeEntry}
+	s.freeEntry = i
+}
+
+// newEntry returns a free entry index, growing the slice no further than
+// capacity needs.
+func (s *shard) newEntry() uint32 {
+	if i := s.freeEntry; i != 0 {
+		s.freeEntry = s.entries[i].next
+		return i
+	}
+	if len(s.entries) == cap(s.entries) {
+		grown := make([]entry, len(s.entries), min(2*cap(s.entries), s.capacity+1))
+		copy(grown, s.entries)
+		s.entries = grown
+	}
+	s.entries = append(s.entries, entry{})
+	return uint32(len(s.entries) - 1)
+}
+
+func (s *shard) moveToFront(i uint32) {
+	if s.entries[0].next != i {
+		s.unlink(i)
+		s.linkFront(i)
+	}
+}
+
+func (s *shard) unlink(i uint32) {
+	e := &s.entries[i]
+	s.entries[e.prev].next = e.next
+	s.entries[e.next].prev = e.prev
+}
+
+func (s *shard) linkFront(i uint32) {
+	first := s.entries[0].next
+	s.entries[i].prev, s.entries[i].next = 0, first
+	s.entries[first].prev = i
+	s.entries[0].next = i
+}
