@@ -4,9 +4,10 @@
 // Each record (key bytes followed by value bytes) lives in a slot of a size
 // class. Classes are 8 bytes apart up to 128 bytes, then 8 per doubling
 // (each 1/8 larger than the one before) up to 16 KiB, so a slot wastes at most
-// 1/8 of its size. Slots are cut, bump-allocator style, from chunks of 64 KiB
-// growing to 1 MiB; a freed slot goes onto its class's free list and is reused
-// by the next record of that class. Records over 16 KiB get an allocation of
+// 1/8 of its size. Slots are cut, bump-allocator style, from chunks; a freed slot goes onto its class's free list and is reused
+// by the next record of that class. Chunks are all 16 KiB, the largest class:
+// a shard's newest chunk is on average half unused, so chunks are kept small
+// (growing them would leave up to half of the newest, largest one unused). Records over 16 KiB get an allocation of
 // their own ("big"), tracked in a side slice.
 //
 // The GC sees one pointer per chunk and one per big record, never one per
@@ -27,11 +28,10 @@ package lru
 import "math/bits"
 
 const (
-	minChunk  = 64 << 10
-	maxChunk  = 1 << 20
-	maxClass  = 16 << 10 // larger records are "big"
-	offBits   = 17       // a location is chunk<<offBits | offset/8
-	maxChunks = 1 << (32 - offBits)
+	chunkSize = 16 << 10
+	maxClass  = chunkSize           // larger records are "big"
+	offBits   = 11                  // a location is chunk<<offBits | offset/8
+	maxChunks = 1 << (32 - offBits) // 32 GiB of chunks per shard
 	bigClass  = 255
 )
 
@@ -104,17 +104,13 @@ func (a *arena) alloc(n int) (loc uint32, class uint8, ok bool) {
 		return loc, class, true
 	}
 	size := classSizes[class]
-	if len(a.chunks) == 0 || a.used+size > len(a.chunks[len(a.chunks)-1]) {
+	if len(a.chunks) == 0 || a.used+size > chunkSize {
 		if len(a.chunks) == maxChunks {
 			return 0, 0, false
 		}
 		a.retireTail()
-		next := minChunk
-		if len(a.chunks) > 0 {
-			next = min(2*len(a.chunks[len(a.chunks)-1]), maxChunk)
-		}
-		a.chunks = append(a.chunks, make([]byte, next))
-		a.bytes += int64(next)
+		a.chunks = append(a.chunks, make([]byte, chunkSize))
+		a.bytes += chunkSize
 		a.used = 0
 	}
 	loc = uint32(len(a.chunks)-1)<<offBits | uint32(a.used/8)
@@ -129,7 +125,7 @@ func (a *arena) retireTail() {
 		return
 	}
 	last := uint32(len(a.chunks) - 1)
-	for rest := len(a.chunks[last]) - a.used; rest >= classSizes[0]; rest = len(a.chunks[last]) - a.used {
+	for rest := chunkSize - a.used; rest >= classSizes[0]; rest = chunkSize - a.used {
 		c := uint8(len(classSizes) - 1)
 		if rest < maxClass {
 			if c = classOfUnits[rest/8]; classSizes[c] > rest {

@@ -3,6 +3,7 @@ package lru
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -282,10 +283,12 @@ func TestGetDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// benchKeys returns n 16-byte keys, as bytes and as strings, in a random
+// order: reading them in sequence must not walk memory in insertion order.
 func benchKeys(n int) ([][]byte, []string) {
 	keys, strs := make([][]byte, n), make([]string, n)
-	for i := range keys {
-		strs[i] = fmt.Sprintf("key:%012d", i) // 16 bytes
+	for i, j := range rand.New(rand.NewPCG(1, 2)).Perm(n) {
+		strs[i] = fmt.Sprintf("key:%012d", j)
 		keys[i] = []byte(strs[i])
 	}
 	return keys, strs
@@ -295,14 +298,20 @@ func benchCache(b *testing.B, n int) (*Cache, [][]byte, []string) {
 	c := New(Config{Capacity: n, TTL: time.Hour, ReapInterval: -1})
 	keys, strs := benchKeys(n)
 	v := make([]byte, 100)
-	for _, k := range strs {
-		c.Set(k, v)
+	for i := range n {
+		c.Set(fmt.Sprintf("key:%012d", i), v) // insertion order differs from reading order
 	}
 	return c, keys, strs
 }
 
 func BenchmarkGetHit(b *testing.B) {
-	c, keys, _ := benchCache(b, 100000)
+	for _, n := range []int{1000, 100000, 1000000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) { benchmarkGetHit(b, n) })
+	}
+}
+
+func benchmarkGetHit(b *testing.B, n int) {
+	c, keys, _ := benchCache(b, n)
 	out := make([]byte, 0, 256)
 	b.ReportAllocs()
 	i := 0

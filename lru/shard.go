@@ -11,6 +11,8 @@ package lru
 import (
 	"sync"
 	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // maxKeyLen is the longest key the cache holds; longer keys are not cached
@@ -38,7 +40,7 @@ type shard struct {
 	mu        sync.Mutex // guards everything below
 	entries   []entry    // entries[0] is the LRU sentinel
 	freeEntry uint32     // first free entry, 0 if none
-	slots     []uint32   // the index
+	slots     []uint64   // the index
 	maxSlots  int        // the index's size at full capacity
 	live      int        // entries in use
 	heap      []uint32   // entry indices by deadline
@@ -51,7 +53,7 @@ type shard struct {
 
 func (s *shard) init(capacity int, maxBytes int64) {
 	s.capacity, s.maxBytes = capacity, maxBytes
-	s.maxSlots = capacity + capacity/3 + 1
+	s.maxSlots = capacity + capacity/4 + 1
 	s.reset()
 }
 
@@ -59,11 +61,13 @@ func (s *shard) init(capacity int, maxBytes int64) {
 func (s *shard) reset() {
 	s.entries = make([]entry, 1, min(16, s.capacity+1))
 	s.freeEntry, s.live = 0, 0
-	s.slots = make([]uint32, min(64, s.maxSlots))
+	s.slots = make([]uint64, min(64, s.maxSlots))
 	s.heap = nil
 	s.arena = newArena()
 	s.stats.bytes = 0
 }
+
+func (s *shard) hashOf(i uint32) uint64 { return xxhash.Sum64(s.keyOf(&s.entries[i])) }
 
 func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
@@ -126,13 +130,7 @@ func (s *shard) set(key, value []byte, h uint64, expireAt int64) {
 	copy(rec, key)
 	copy(rec[len(key):], value)
 	s.growIndex()
-	n := len(s.slots)
-	for pos = home(h, n); s.slots[pos] != 0; { // evictions and growth moved things: probe afresh
-		if pos++; pos == n {
-			pos = 0
-		}
-	}
-	s.slots[pos] = tagOf(h) | i
+	s.insertSlot(slotFor(h, i)) // evictions and growth moved slots: probe afresh
 	s.live++
 	s.linkFront(i)
 	s.heapPush(i)
