@@ -6,7 +6,7 @@ VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/redis-proxy/redis-proxy/server.Version=$(VERSION)
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: help build run test lint deps microbench compare clean
+.PHONY: help build run test lint deps microbench gcbench compare clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -36,7 +36,10 @@ deps: ## install redis-server, redis-tools, wrk, nutcracker, webdis (apt-get) an
 	@scripts/deps.sh
 
 microbench: ## hot-path benchmarks with allocation counts
-	$(GO) test -run '^$$' -bench . -benchmem ./proto/ ./lru/ ./server/
+	$(GO) test -run '^$$' -bench . -benchmem -skip BenchmarkGC ./proto/ ./lru/ ./server/
+
+gcbench: ## GC cost with 1M and 5M cached keys, this cache vs map+list (about a minute)
+	$(GO) test -run '^$$' -bench BenchmarkGC -benchtime 5x ./lru/
 
 compare: build ## redis-benchmark against redis-server and the proxy (all hits), back to back
 	@scripts/compare.sh

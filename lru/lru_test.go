@@ -325,6 +325,7 @@ func benchmarkGetHit(b *testing.B, n int) {
 func BenchmarkGetHitParallel(b *testing.B) {
 	c, keys, _ := benchCache(b, 100000)
 	b.ReportAllocs()
+	b.ResetTimer()
 	var seed atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {
 		out := make([]byte, 0, 256)
@@ -355,6 +356,7 @@ func BenchmarkSetParallel(b *testing.B) {
 	_, strs := benchKeys(400000)
 	v := make([]byte, 100)
 	b.ReportAllocs()
+	b.ResetTimer()
 	var seed atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(seed.Add(7919))
