@@ -24,9 +24,10 @@
 // batches of reapBatch, taking and releasing the lock between batches.
 //
 // Sharding makes LRU order exact per shard and approximate across shards. The
-// shard count grows with capacity (one shard per 1024 keys, up to 256), so a
-// small cache is one exact LRU, and a large one evicts, from the new key's
-// shard, a key that is among the least recently read of the whole cache.
+// shard count grows with capacity (one shard per 1024 keys, up to 256, and,
+// with MaxBytes, no fewer than 4 MiB a shard), so a small cache is one exact
+// LRU, and a large one evicts, from the new key's shard, a key that is among
+// the least recently read of the whole cache.
 //
 // Costs: Get, Set, Invalidate and eviction are O(1) expected (one xxhash of
 // the key, a short probe, list moves) plus O(log n) for the heap when an entry
@@ -44,8 +45,11 @@ import (
 
 const (
 	keysPerShard = 1024
-	maxShards    = 256
-	reapBatch    = 64
+	// bytesPerShard is the least share of MaxBytes a shard gets, so that a
+	// byte limit does not leave each shard too small for ordinary values.
+	bytesPerShard = 4 << 20
+	maxShards     = 256
+	reapBatch     = 64
 )
 
 // Config describes a cache.
@@ -89,7 +93,8 @@ type Stats struct {
 // New returns a cache as cfg describes, with its reaper running.
 func New(cfg Config) *Cache {
 	nshards := 1
-	for nshards < maxShards && cfg.Capacity/(nshards*2) >= keysPerShard {
+	for nshards < maxShards && cfg.Capacity/(nshards*2) >= keysPerShard &&
+		(cfg.MaxBytes == 0 || cfg.MaxBytes/int64(nshards*2) >= bytesPerShard) {
 		nshards *= 2
 	}
 	return newCache(cfg, nshards)

@@ -224,8 +224,11 @@ func TestCapacityAcrossShards(t *testing.T) {
 			t.Fatalf("capacity %d: holds %d", capacity, n)
 		}
 	}
-	if n := len(New(Config{Capacity: 100000}).shards); n < 16 {
+	if n := len(New(Config{Capacity: 100000, ReapInterval: -1}).shards); n < 16 {
 		t.Fatalf("a 100000-key cache has only %d shards", n)
+	}
+	if n := len(New(Config{Capacity: 100000, MaxBytes: 8 << 20, ReapInterval: -1}).shards); n != 2 {
+		t.Fatalf("an 8 MiB cache has %d shards, want 2 of 4 MiB", n)
 	}
 }
 

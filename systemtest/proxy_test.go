@@ -158,6 +158,30 @@ func TestLRUEviction(t *testing.T) {
 	}
 }
 
+// With --max-memory, the cache evicts by bytes as well as by keys.
+func TestMaxMemory(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr, "--max-memory", "4MiB", "--ttl", "1h")
+	big := strings.Repeat("x", 1500<<10) // three of these do not fit in 4 MiB
+	for _, k := range []string{"a", "b", "c"} {
+		redis.Do("SET", k, k+big)
+	}
+	rc := dialRESP(t, p.addr)
+	for _, k := range []string{"a", "b", "c"} { // a is evicted when c arrives
+		if got := respGet(rc, k); got != k+big {
+			t.Fatalf("%s: %d bytes", k, len(got))
+		}
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		redis.Do("SET", k, "new-"+k)
+	}
+	for k, want := range map[string]string{"b": "b" + big, "c": "c" + big, "a": "new-a"} {
+		if got := respGet(rc, k); got != want {
+			t.Fatalf("%s: %.20q (%d bytes), want %.20q", k, got, len(got), want)
+		}
+	}
+}
+
 // pipelineKeys sets up 100 keys: every third is cached beforehand, every
 // tenth does not exist; it returns the keys and the answers expected.
 func pipelineKeys(t *testing.T, redis *redistest.Server, warm func(key string)) ([]string, []string) {
@@ -255,12 +279,20 @@ func TestConcurrentClients(t *testing.T) {
 func TestMaxClients(t *testing.T) {
 	redis := redistest.Start(t)
 	p := startProxy(t, redis.Addr, "--max-clients", "2")
-	first, second := dialRESP(t, p.addr), dialRESP(t, p.addr)
-	for _, rc := range []*respConn{first, second} {
-		if got := show(rc.do("PING")); got != "PONG" {
-			t.Fatalf("admitted client: %q", got)
-		}
+	// The proxy learns of a closed connection (such as startProxy's probe)
+	// asynchronously, so a place may take a moment to come free.
+	admit := func() *respConn {
+		var rc *respConn
+		eventually(t, "an admitted client", func() string {
+			rc = dialRESP(t, p.addr)
+			if got := show(rc.do("PING")); got != "PONG" {
+				return got
+			}
+			return ""
+		})
+		return rc
 	}
+	first, _ := admit(), admit()
 	refused := dialRESP(t, p.addr)
 	if got := show(refused.do("PING")); got != "ERR: ERR max number of clients reached" {
 		t.Fatalf("third RESP client: %q", got)
@@ -272,13 +304,7 @@ func TestMaxClients(t *testing.T) {
 	}
 	hc.expectClosed()
 	first.c.Close()
-	eventually(t, "a freed place", func() string {
-		rc := dialRESP(t, p.addr)
-		if got := show(rc.do("PING")); got != "PONG" {
-			return got
-		}
-		return ""
-	})
+	admit()
 }
 
 // Redis going away: cached keys are still served, misses fail with the
@@ -412,7 +438,9 @@ func TestWrk(t *testing.T) {
 // answered in order with the right values.
 func TestDeepPipelines(t *testing.T) {
 	redis := redistest.Start(t)
-	p := startProxy(t, redis.Addr)
+	// Queued misses wait their turn within the fetch timeout; under the race
+	// detector the proxy is slow enough for 1s to run out.
+	p := startProxy(t, redis.Addr, "--backend-timeout", "60s")
 	const conns, depth = 40, 3000
 	for i := range 500 {
 		redis.Do("SET", fmt.Sprint("deep:", i), fmt.Sprint("v", i))
