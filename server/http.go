@@ -44,10 +44,8 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		return n
 	}
 	if s.cache.Get(req.Key, func(v []byte) { *dst = proto.AppendValue(*dst, &o, v) }) {
-		cn.lp.stats.hits.Add(1)
 		return n
 	}
-	cn.lp.stats.misses.Add(1)
 	if sl == nil {
 		sl = cn.push()
 	}

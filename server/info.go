@@ -1,7 +1,8 @@
 // The proxy's counters and the RESP INFO answer built from them.
 //
 // Counters that the request path bumps live per event loop, so a loop only
-// ever writes its own cache lines; INFO sums them.
+// ever writes its own cache lines; INFO sums them. Hits, misses and the rest
+// of the cache's counters are the cache's own, kept under its shard locks.
 
 package server
 
@@ -17,8 +18,6 @@ import (
 type loopStats struct {
 	respCommands atomic.Uint64
 	httpRequests atomic.Uint64
-	hits         atomic.Uint64
-	misses       atomic.Uint64
 }
 
 // Version is the proxy's version, set at build time.
@@ -26,13 +25,11 @@ var Version = "dev"
 
 // info renders the proxy's state in Redis INFO format.
 func (s *Server) info() string {
-	var resp, http, hits, misses uint64
+	var resp, http uint64
 	s.loopsMu.Lock()
 	for _, lp := range s.loops {
 		resp += lp.stats.respCommands.Load()
 		http += lp.stats.httpRequests.Load()
-		hits += lp.stats.hits.Load()
-		misses += lp.stats.misses.Load()
 	}
 	s.loopsMu.Unlock()
 	cs := s.cache.Stats()
@@ -59,8 +56,8 @@ func (s *Server) info() string {
 	field("rejected_connections", s.rejected.Load())
 	field("total_commands_processed", resp)
 	field("total_http_requests", http)
-	field("keyspace_hits", hits)
-	field("keyspace_misses", misses)
+	field("keyspace_hits", cs.Hits)
+	field("keyspace_misses", cs.Misses)
 	field("evicted_keys", cs.Evictions)
 	field("expired_keys", cs.Expirations)
 	field("invalidated_keys", cs.Invalidations)

@@ -108,10 +108,8 @@ func (s *Server) reply(cn *conn, answer []byte) {
 func (s *Server) get(cn *conn, key []byte) {
 	sl, dst := cn.answerBuf()
 	if s.cache.Get(key, func(v []byte) { *dst = proto.AppendBulk(*dst, v) }) {
-		cn.lp.stats.hits.Add(1)
 		return
 	}
-	cn.lp.stats.misses.Add(1)
 	if sl == nil {
 		sl = cn.push()
 	}
@@ -127,10 +125,7 @@ func (s *Server) mget(cn *conn, keys [][]byte) {
 	sl.parts = make([][]byte, len(keys))
 	var missed []int
 	for i, k := range keys {
-		if s.cache.Get(k, func(v []byte) { sl.parts[i] = proto.AppendBulk(nil, v) }) {
-			cn.lp.stats.hits.Add(1)
-		} else {
-			cn.lp.stats.misses.Add(1)
+		if !s.cache.Get(k, func(v []byte) { sl.parts[i] = proto.AppendBulk(nil, v) }) {
 			missed = append(missed, i)
 		}
 	}
