@@ -302,8 +302,24 @@ func appendBulkHeader(dst []byte, n int) []byte {
 	return append(dst, '\r', '\n')
 }
 
-// AppendNull appends the RESP2 null bulk string.
-func AppendNull(dst []byte) []byte { return append(dst, "$-1\r\n"...) }
+// AppendNull appends a null: RESP2's null bulk string, or RESP3's null.
+func AppendNull(dst []byte, resp3 bool) []byte {
+	if resp3 {
+		return append(dst, "_\r\n"...)
+	}
+	return append(dst, "$-1\r\n"...)
+}
+
+// AppendMap appends the header of a map of n pairs: a RESP3 map, or in RESP2
+// the flat array of 2n elements that Redis sends instead.
+func AppendMap(dst []byte, n int, resp3 bool) []byte {
+	if !resp3 {
+		return AppendArray(dst, 2*n)
+	}
+	dst = append(dst, '%')
+	dst = appendUint(dst, uint64(n))
+	return append(dst, '\r', '\n')
+}
 
 // AppendArray appends the header of an array of n elements.
 func AppendArray(dst []byte, n int) []byte {

@@ -152,13 +152,16 @@ func TestRESPWriters(t *testing.T) {
 	b = AppendBulk(b, []byte("hi"))
 	b = AppendBulk(b, nil)
 	b = AppendBulkString(b, "x")
-	b = AppendNull(b)
+	b = AppendNull(b, false)
+	b = AppendNull(b, true)
+	b = AppendMap(b, 1, false)
+	b = AppendMap(b, 1, true)
 	b = AppendArray(b, 2)
 	b = AppendInt(b, -42)
 	b = AppendInt(b, 0)
 	b = AppendSimple(b, "OK")
 	b = AppendError(b, "ERR bad\r\nthing")
-	want := "$2\r\nhi\r\n$0\r\n\r\n$1\r\nx\r\n$-1\r\n*2\r\n:-42\r\n:0\r\n+OK\r\n-ERR bad  thing\r\n"
+	want := "$2\r\nhi\r\n$0\r\n\r\n$1\r\nx\r\n$-1\r\n_\r\n*2\r\n%1\r\n*2\r\n:-42\r\n:0\r\n+OK\r\n-ERR bad  thing\r\n"
 	if string(b) != want {
 		t.Fatalf("got %q\nwant %q", b, want)
 	}

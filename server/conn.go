@@ -26,12 +26,18 @@ import (
 )
 
 const (
-	// maxQueued is how many answers may wait on one connection; past it the
-	// connection's input is left unparsed until answers drain.
-	maxQueued = 1024
+	// maxQueued and maxQueuedBytes bound the answers waiting on one
+	// connection behind a miss; past either, the connection's input is left
+	// unparsed until answers drain (the miss at the head will be answered).
+	maxQueued      = 1024
+	maxQueuedBytes = 16 << 20
+	// flushAt is how much output one OnTraffic gathers before writing it, so
+	// that a pipeline of large hits does not pile up in memory first.
+	flushAt = 256 << 10
 	// maxOutbound is how many unsent bytes a client may leave with us before
-	// it is dropped (a client that sends without reading).
-	maxOutbound = 256 << 20
+	// it is dropped (a client that sends without reading), as Redis's
+	// client-output-buffer-limit does for its replicas and subscribers.
+	maxOutbound = 64 << 20
 	// maxInbound is how many unparsed bytes a client may leave with us (gnet
 	// cannot stop reading a socket; Redis's client-query-buffer-limit is 1 GiB).
 	maxInbound = 1 << 30
@@ -52,13 +58,16 @@ type conn struct {
 	closing   bool // parse nothing more; close once the queued answers are written
 	lingering bool // a close is waiting for the socket to take the last bytes
 	rejected  bool // over --max-clients: refuse on the first bytes
+	resp3     bool // HELLO 3 switched the connection to RESP3
 	paused    bool // the FIFO was full when parsing stopped
 	need      int  // bytes the incomplete request at the front needs, when known
 
-	queue []*slot // answers not yet written; queue[head:] are live
-	head  int
+	queue       []*slot // answers not yet written; queue[head:] are live
+	head        int
+	queuedBytes int // bytes of the ready answers in queue
 	spare []*slot // written slots, for reuse
 
+	id   uint64 // the client id HELLO reports
 	name string // CLIENT SETNAME
 }
 
@@ -75,6 +84,7 @@ type slot struct {
 	out   []byte // the encoded answer
 	ready bool   // out is complete
 	kind  slotKind
+	resp3 bool // kindGET, kindMGET: answer in RESP3
 
 	http proto.ResponseOptions // kindHTTP: the framing of the answer
 
@@ -147,7 +157,8 @@ func (s *Server) process(cn *conn) bool {
 		}
 	}
 	used := 0
-	for used < len(buf) && !cn.closing && cn.queued() < maxQueued {
+	for used < len(buf) && !cn.closing && !cn.full() {
+		queued := len(cn.queue)
 		var n int
 		if cn.proto == proto.HTTP {
 			n = s.serveHTTP(cn, buf[used:])
@@ -158,8 +169,19 @@ func (s *Server) process(cn *conn) bool {
 			break
 		}
 		used += n
+		if len(cn.queue) > queued && cn.queue[len(cn.queue)-1].ready {
+			cn.queuedBytes += len(cn.queue[len(cn.queue)-1].out)
+		}
+		if len(cn.lp.out) >= flushAt {
+			if s.writeOut(cn) {
+				return true
+			}
+			if cn.closed { // the write failed and gnet closed the connection
+				return false
+			}
+		}
 	}
-	cn.paused = cn.queued() >= maxQueued
+	cn.paused = cn.full()
 	if used > 0 { // Discard(0) would drop everything
 		_, _ = c.Discard(used)
 	}
@@ -174,25 +196,15 @@ func (s *Server) flush(cn *conn) bool {
 		sl := cn.queue[cn.head]
 		cn.queue[cn.head] = nil
 		cn.head++
+		cn.queuedBytes -= len(sl.out)
 		lp.out = append(lp.out, sl.out...)
 		cn.recycle(sl)
 	}
 	if cn.queued() == 0 {
 		cn.queue, cn.head = cn.queue[:0], 0
 	}
-	if len(lp.out) > 0 {
-		_, _ = cn.c.Write(lp.out) // copies what the socket does not take now
-		if cap(lp.out) > maxKeptBuffer {
-			lp.out = nil
-		}
-		lp.out = lp.out[:0]
-		if cn.closed { // the write failed and gnet closed the connection
-			return false
-		}
-	}
-	if n := cn.c.OutboundBuffered(); n > maxOutbound {
-		s.log.Warn("closing client: output buffer over limit", "remote", cn.c.RemoteAddr(), "bytes", n)
-		return true
+	if s.writeOut(cn) || cn.closed {
+		return !cn.closed
 	}
 	if cn.closing && cn.queued() == 0 {
 		if cn.c.OutboundBuffered() == 0 {
@@ -202,6 +214,28 @@ func (s *Server) flush(cn *conn) bool {
 	}
 	return false
 }
+
+// writeOut writes the loop's output buffer to cn and reports whether cn must
+// be closed because its client has left more unread output with us than
+// maxOutbound. If the write fails, gnet closes cn itself (cn.closed).
+func (s *Server) writeOut(cn *conn) bool {
+	lp := cn.lp
+	if len(lp.out) > 0 {
+		_, _ = cn.c.Write(lp.out) // copies what the socket does not take now
+		if cap(lp.out) > maxKeptBuffer {
+			lp.out = nil
+		}
+		lp.out = lp.out[:0]
+	}
+	if n := cn.c.OutboundBuffered(); !cn.closed && n > maxOutbound {
+		s.log.Warn("closing client: output buffer over limit", "remote", cn.c.RemoteAddr(), "bytes", n)
+		return true
+	}
+	return false
+}
+
+// full reports whether enough answers wait on cn to stop parsing its input.
+func (cn *conn) full() bool { return cn.queued() >= maxQueued || cn.queuedBytes >= maxQueuedBytes }
 
 // closeWhenWritten closes cn once the socket has taken every queued byte (or
 // lingerTimeout has passed). gnet's own close gives up at the first EAGAIN,
@@ -262,8 +296,11 @@ func (s *Server) deliver(cn *conn, sl *slot, part int, r backend.Result) {
 		return
 	}
 	s.fill(sl, part, r)
+	if sl.ready {
+		cn.queuedBytes += len(sl.out)
+	}
 	closeNow := s.flush(cn)
-	if !closeNow && !cn.closed && cn.paused && cn.queued() < maxQueued {
+	if !closeNow && !cn.closed && cn.paused && !cn.full() {
 		closeNow = s.process(cn)
 	}
 	if closeNow {
@@ -275,7 +312,7 @@ func (s *Server) deliver(cn *conn, sl *slot, part int, r backend.Result) {
 func (s *Server) fill(sl *slot, part int, r backend.Result) {
 	switch sl.kind {
 	case kindGET:
-		sl.out = appendRESPResult(sl.out, r)
+		sl.out = appendRESPResult(sl.out, r, sl.resp3)
 		sl.ready = true
 	case kindHTTP:
 		sl.http.Date = s.dateNow()

@@ -23,6 +23,10 @@ type loopStats struct {
 // Version is the proxy's version, set at build time.
 var Version = "dev"
 
+// redisVersion is the Redis version the proxy answers as (HELLO, INFO):
+// the command set it speaks is Redis 7's.
+const redisVersion = "7.0.0"
+
 // info renders the proxy's state in Redis INFO format.
 func (s *Server) info() string {
 	var resp, http uint64
@@ -39,7 +43,7 @@ func (s *Server) info() string {
 	section := func(name string) { fmt.Fprintf(&b, "# %s\r\n", name) }
 	field := func(name string, v any) { fmt.Fprintf(&b, "%s:%v\r\n", name, v) }
 	section("Server")
-	field("redis_version", "7.0.0")
+	field("redis_version", redisVersion)
 	field("redis_mode", "standalone")
 	field("proxy", "redis-proxy")
 	field("proxy_version", Version)

@@ -10,6 +10,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"path"
 	"strconv"
@@ -80,13 +81,15 @@ func (s *Server) command(cn *conn, args [][]byte) {
 	case proto.EqualFold(name, "client"):
 		s.reply(cn, s.client(cn, args))
 	case proto.EqualFold(name, "command"):
-		s.reply(cn, commandInfo(args))
+		s.reply(cn, commandInfo(args, cn.resp3))
 	case proto.EqualFold(name, "config"):
-		s.reply(cn, configGet(args))
+		s.reply(cn, configGet(args, cn.resp3))
+	case proto.EqualFold(name, "hello"):
+		s.reply(cn, s.hello(cn, args))
 	case proto.EqualFold(name, "info"):
 		s.reply(cn, proto.AppendBulkString(nil, s.info()))
 	case proto.EqualFold(name, "auth"):
-		s.reply(cn, proto.AppendError(nil, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"))
+		s.reply(cn, auth(args))
 	default:
 		s.reply(cn, unknownCommand(args))
 	}
@@ -113,7 +116,7 @@ func (s *Server) get(cn *conn, key []byte) {
 	if sl == nil {
 		sl = cn.push()
 	}
-	sl.ready, sl.kind = false, kindGET
+	sl.ready, sl.kind, sl.resp3 = false, kindGET, cn.resp3
 	s.fetch(cn, sl, 0, key)
 }
 
@@ -121,7 +124,7 @@ func (s *Server) get(cn *conn, key []byte) {
 // the array is written once every part is in.
 func (s *Server) mget(cn *conn, keys [][]byte) {
 	sl := cn.push()
-	sl.kind = kindMGET
+	sl.kind, sl.resp3 = kindMGET, cn.resp3
 	sl.parts = make([][]byte, len(keys))
 	var missed []int
 	for i, k := range keys {
@@ -147,7 +150,7 @@ func (s *Server) fillMGET(sl *slot, part int, r backend.Result) {
 	case r.Found:
 		sl.parts[part] = proto.AppendBulk(nil, r.Value)
 	case r.Err == nil || errors.As(r.Err, &reply):
-		sl.parts[part] = proto.AppendNull(nil)
+		sl.parts[part] = proto.AppendNull(nil, sl.resp3)
 	case sl.failure == nil:
 		sl.failure = r.Err
 	}
@@ -159,7 +162,7 @@ func (s *Server) fillMGET(sl *slot, part int, r backend.Result) {
 
 func finishMGET(sl *slot) {
 	if sl.failure != nil {
-		sl.out = appendRESPResult(sl.out, backend.Result{Err: sl.failure})
+		sl.out = appendRESPResult(sl.out, backend.Result{Err: sl.failure}, sl.resp3)
 	} else {
 		sl.out = proto.AppendArray(sl.out, len(sl.parts))
 		for _, p := range sl.parts {
@@ -171,13 +174,13 @@ func finishMGET(sl *slot) {
 }
 
 // appendRESPResult encodes a GET's fetch result.
-func appendRESPResult(dst []byte, r backend.Result) []byte {
+func appendRESPResult(dst []byte, r backend.Result, resp3 bool) []byte {
 	var reply backend.ReplyError
 	switch {
 	case r.Found:
 		return proto.AppendBulk(dst, r.Value)
 	case r.Err == nil:
-		return proto.AppendNull(dst)
+		return proto.AppendNull(dst, resp3)
 	case errors.As(r.Err, &reply):
 		return proto.AppendError(dst, string(reply))
 	case errors.Is(r.Err, backend.ErrTimeout):
@@ -247,7 +250,7 @@ func (s *Server) client(cn *conn, args [][]byte) []byte {
 		return okReply
 	case proto.EqualFold(sub, "getname") && len(args) == 2:
 		if cn.name == "" {
-			return proto.AppendNull(nil)
+			return proto.AppendNull(nil, cn.resp3)
 		}
 		return proto.AppendBulkString(nil, cn.name)
 	case proto.EqualFold(sub, "setinfo") && len(args) == 4:
@@ -257,13 +260,88 @@ func (s *Server) client(cn *conn, args [][]byte) []byte {
 		string(truncate(sub, 128))+"'. Try CLIENT HELP.")
 }
 
-// commandInfo gives tools an empty command table: COMMAND COUNT is 0, every
-// other form an empty array.
-func commandInfo(args [][]byte) []byte {
-	if len(args) >= 2 && proto.EqualFold(args[1], "count") {
+// commandInfo gives tools an empty command table: COMMAND COUNT is 0,
+// COMMAND DOCS an empty map, every other form an empty array.
+func commandInfo(args [][]byte, resp3 bool) []byte {
+	switch {
+	case len(args) >= 2 && proto.EqualFold(args[1], "count"):
 		return proto.AppendInt(nil, 0)
+	case len(args) >= 2 && proto.EqualFold(args[1], "docs"):
+		return proto.AppendMap(nil, 0, resp3)
 	}
 	return proto.AppendArray(nil, 0)
+}
+
+// auth answers as Redis does when the default user has no password: the
+// one-argument form is an error (so a misconfigured client learns it), the
+// two-argument form succeeds for the default user.
+func auth(args [][]byte) []byte {
+	switch {
+	case len(args) == 2:
+		return proto.AppendError(nil, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+	case len(args) == 3 && string(args[1]) == "default":
+		return okReply
+	case len(args) == 3:
+		return proto.AppendError(nil, "WRONGPASS invalid username-password pair or user is disabled.")
+	}
+	return wrongArgs("auth")
+}
+
+// hello answers HELLO [protover [AUTH user pass] [SETNAME name]]: it switches
+// the connection to RESP2 or RESP3 and describes the server, as Redis 7 does.
+func (s *Server) hello(cn *conn, args [][]byte) []byte {
+	resp3 := cn.resp3
+	if len(args) >= 2 {
+		switch string(args[1]) {
+		case "2":
+			resp3 = false
+		case "3":
+			resp3 = true
+		default:
+			if _, err := strconv.Atoi(string(args[1])); err != nil {
+				return proto.AppendError(nil, "ERR Protocol version is not an integer or out of range")
+			}
+			return proto.AppendError(nil, "NOPROTO unsupported protocol version")
+		}
+	}
+	name := cn.name
+	for i := 2; i < len(args); i++ {
+		switch {
+		case proto.EqualFold(args[i], "auth") && i+2 < len(args):
+			if reply := auth(args[i : i+3]); !bytes.Equal(reply, okReply) {
+				return reply
+			}
+			i += 2
+		case proto.EqualFold(args[i], "setname") && i+1 < len(args):
+			name = string(args[i+1])
+			i++
+		default:
+			return proto.AppendError(nil, "ERR Syntax error in HELLO option '"+string(truncate(args[i], 128))+"'")
+		}
+	}
+	cn.resp3, cn.name = resp3, name
+	out := proto.AppendMap(nil, 7, resp3)
+	for _, kv := range [][2]string{{"server", "redis"}, {"version", redisVersion}} {
+		out = proto.AppendBulkString(out, kv[0])
+		out = proto.AppendBulkString(out, kv[1])
+	}
+	out = proto.AppendBulkString(out, "proto")
+	out = proto.AppendInt(out, int64(2+boolInt(resp3)))
+	out = proto.AppendBulkString(out, "id")
+	out = proto.AppendInt(out, int64(cn.id))
+	for _, kv := range [][2]string{{"mode", "standalone"}, {"role", "master"}} {
+		out = proto.AppendBulkString(out, kv[0])
+		out = proto.AppendBulkString(out, kv[1])
+	}
+	out = proto.AppendBulkString(out, "modules")
+	return proto.AppendArray(out, 0)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // configValues are the settings tools read at start-up, with the values that
@@ -276,7 +354,7 @@ var configValues = [][2]string{
 
 // configGet answers CONFIG GET pattern [pattern ...] with the name/value pairs
 // that match, as Redis 7 does; other CONFIG subcommands are refused.
-func configGet(args [][]byte) []byte {
+func configGet(args [][]byte, resp3 bool) []byte {
 	if len(args) < 2 || !proto.EqualFold(args[1], "get") {
 		sub := ""
 		if len(args) >= 2 {
@@ -296,7 +374,7 @@ func configGet(args [][]byte) []byte {
 			}
 		}
 	}
-	out := proto.AppendArray(nil, len(pairs))
+	out := proto.AppendMap(nil, len(pairs)/2, resp3)
 	for _, p := range pairs {
 		out = proto.AppendBulkString(out, p)
 	}

@@ -169,8 +169,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if s.draining.Load() {
 		return nil, gnet.Close
 	}
-	cn := &conn{c: c, lp: s.loopOf(c)}
-	s.accepted.Add(1)
+	cn := &conn{c: c, lp: s.loopOf(c), id: s.accepted.Add(1)}
 	if s.clients.Add(1) > int64(s.cfg.MaxClients) {
 		s.clients.Add(-1)
 		s.rejected.Add(1)

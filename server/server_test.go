@@ -199,6 +199,26 @@ func TestBackpressureResumes(t *testing.T) {
 	}
 }
 
+// Large answers queued behind a miss stop parsing at maxQueuedBytes, not
+// only at maxQueued answers; they all leave, in order, once the miss returns.
+func TestBackpressureByBytes(t *testing.T) {
+	redis, be := newTestBackend(t)
+	s, lp := newTestServer(t, be)
+	redis.Do("SET", "m", "fetched")
+	big := strings.Repeat("x", 1<<20)
+	s.cache.Set("big", []byte(big))
+	c := lp.open(t)
+	c.send("GET m\r\n" + strings.Repeat("GET big\r\n", 40))
+	if len(c.in) == 0 || c.out.Len() != 0 {
+		t.Fatalf("parsed everything (%d bytes left, %d written) despite %d MiB queued", len(c.in), c.out.Len(), 40)
+	}
+	lp.runTask(t)
+	want := "$7\r\nfetched\r\n" + strings.Repeat("$1048576\r\n"+big+"\r\n", 40)
+	if got := c.takeOut(); got != want || len(c.in) != 0 {
+		t.Fatalf("got %d bytes, want %d; %d bytes unparsed", len(got), len(want), len(c.in))
+	}
+}
+
 func TestMaxClients(t *testing.T) {
 	s, lp := newTestServer(t, nil)
 	s.cfg.MaxClients = 1
