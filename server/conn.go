@@ -64,8 +64,8 @@ type conn struct {
 
 	queue       []*slot // answers not yet written; queue[head:] are live
 	head        int
-	queuedBytes int // bytes of the ready answers in queue
-	spare []*slot // written slots, for reuse
+	queuedBytes int     // bytes of the ready answers in queue
+	spare       []*slot // written slots, for reuse
 
 	id   uint64 // the client id HELLO reports
 	name string // CLIENT SETNAME
