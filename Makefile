@@ -6,7 +6,7 @@ VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/redis-proxy/redis-proxy/server.Version=$(VERSION)
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: help build run test lint deps microbench gcbench compare clean
+.PHONY: help build run test lint deps fuzz microbench gcbench compare clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -34,6 +34,14 @@ lint: ## gofmt, go vet, staticcheck
 
 deps: ## install redis-server, redis-tools, wrk, nutcracker, webdis (apt-get) and Go modules
 	@scripts/deps.sh
+
+FUZZTIME ?= 30s
+fuzz: ## run every fuzz target for FUZZTIME each (default 30s); a failing input is saved in testdata/fuzz
+	@for target in proto:FuzzParseCommand proto:FuzzParseRequest proto:FuzzDetect lru:FuzzOps; do \
+	  pkg=$${target%%:*}; name=$${target##*:}; \
+	  echo "== $$pkg $$name ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg/ || exit 1; \
+	done
 
 microbench: ## hot-path benchmarks with allocation counts
 	$(GO) test -run '^$$' -bench . -benchmem -skip BenchmarkGC ./proto/ ./lru/ ./server/

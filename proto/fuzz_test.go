@@ -2,17 +2,21 @@ package proto
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 )
 
 // The fuzz targets check that a parser never panics, and that it gives the
-// same answers however the stream is cut: parsing a prefix of the input yields
-// a prefix of the answers to the whole input, ending at worst in "incomplete"
-// where the whole input had more (or an error). make test replays the seeds.
+// same answers however the stream is cut into reads: the input is fed in
+// chunks of 1 to 64 bytes (sizes drawn from the fuzzed seed), parsing what is
+// complete after each, as a connection does; the answers, and the error that
+// ends the stream if any, must equal those for the whole input at once.
+// make test replays the checked-in corpora in testdata/fuzz.
 
 type outcome struct {
-	results []string // one per request: its fields, or its error
+	results []string // one per request: its fields
 	err     error    // the error that ended the stream, if any
+	used    int      // bytes of the input the requests took
 }
 
 // stream parses every request in buf with parse, which returns the bytes
@@ -32,39 +36,52 @@ func stream(buf []byte, parse func([]byte) (int, string, error)) outcome {
 			panic(fmt.Sprintf("used %d of %d bytes", n, len(buf)))
 		}
 		o.results = append(o.results, desc)
+		o.used += n
 		buf = buf[n:]
 	}
 	return o
 }
 
-func respStream(buf []byte) outcome {
+func parseRESP() func([]byte) (int, string, error) {
 	var cmd Command
-	return stream(buf, func(b []byte) (int, string, error) {
+	return func(b []byte) (int, string, error) {
 		n, err := ParseCommand(b, &cmd)
 		return n, fmt.Sprintf("%q", cmd.Args), err
-	})
+	}
 }
 
-func httpStream(buf []byte) outcome {
+func parseHTTP() func([]byte) (int, string, error) {
 	var req Request
-	return stream(buf, func(b []byte) (int, string, error) {
+	return func(b []byte) (int, string, error) {
 		n, err := ParseRequest(b, &req)
 		return n, fmt.Sprintf("%d %q %v %v %d", req.Method, req.Key, req.KeepAlive, req.HTTP10, req.Status), err
-	})
+	}
 }
 
-func checkPrefix(t *testing.T, whole, part outcome) {
-	if len(part.results) > len(whole.results) {
-		t.Fatalf("prefix parsed %d requests, whole input %d", len(part.results), len(whole.results))
-	}
-	for i, r := range part.results {
-		if r != whole.results[i] {
-			t.Fatalf("request %d: prefix gives %s, whole input %s", i, r, whole.results[i])
+// chunked parses data as it would arrive in reads of 1 to 64 bytes.
+func chunked(data []byte, seed uint16, parse func([]byte) (int, string, error)) outcome {
+	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	var o outcome
+	var buf []byte
+	for fed := 0; fed < len(data); {
+		end := min(fed+1+rng.IntN(64), len(data))
+		buf = append(buf, data[fed:end]...)
+		fed = end
+		rest := stream(buf, parse)
+		o.results = append(o.results, rest.results...)
+		if rest.err != nil {
+			o.err = rest.err
+			return o
 		}
+		buf = buf[rest.used:]
 	}
-	if part.err != nil && (len(part.results) != len(whole.results) || part.err != whole.err) {
-		t.Fatalf("prefix fails with %v after %d requests; whole input: %v after %d",
-			part.err, len(part.results), whole.err, len(whole.results))
+	return o
+}
+
+func checkChunked(t *testing.T, whole, parts outcome) {
+	if fmt.Sprint(whole.results) != fmt.Sprint(parts.results) || whole.err != parts.err {
+		t.Fatalf("whole input: %d requests, then %v\nin chunks:   %d requests, then %v",
+			len(whole.results), whole.err, len(parts.results), parts.err)
 	}
 }
 
@@ -75,9 +92,8 @@ func FuzzParseCommand(f *testing.F) {
 	} {
 		f.Add([]byte(seed), uint16(3))
 	}
-	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
-		whole := respStream(data)
-		checkPrefix(t, whole, respStream(data[:int(cut)%(len(data)+1)]))
+	f.Fuzz(func(t *testing.T, data []byte, seed uint16) {
+		checkChunked(t, stream(data, parseRESP()), chunked(data, seed, parseRESP()))
 	})
 }
 
@@ -89,9 +105,8 @@ func FuzzParseRequest(f *testing.F) {
 	} {
 		f.Add([]byte(seed), uint16(10))
 	}
-	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
-		whole := httpStream(data)
-		checkPrefix(t, whole, httpStream(data[:int(cut)%(len(data)+1)]))
+	f.Fuzz(func(t *testing.T, data []byte, seed uint16) {
+		checkChunked(t, stream(data, parseHTTP()), chunked(data, seed, parseHTTP()))
 	})
 }
 
