@@ -1,8 +1,12 @@
 package systemtest
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis-proxy/redis-proxy/internal/redistest"
 )
@@ -189,4 +193,55 @@ func TestHTTPMalformed(t *testing.T) {
 		}
 		hc.expectClosed()
 	}
+}
+
+// HELLO switches a connection between RESP2 and RESP3, as Redis 7 does, and
+// answers describe themselves in the protocol chosen.
+func TestHELLO(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "k", "v")
+	p := startProxy(t, redis.Addr)
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	expect := func(send, want string) {
+		t.Helper()
+		if _, err := c.Write([]byte(send)); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(r, got); err != nil || string(got) != want {
+			t.Fatalf("%q: got %q (%v), want %q", send, got, err, want)
+		}
+	}
+	hello := func(proto string) string {
+		header := "*14\r\n"
+		if proto == "3" {
+			header = "%7\r\n"
+		}
+		return header + "$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n$5\r\nproto\r\n:" + proto + "\r\n$2\r\nid\r\n:"
+	}
+	expect("HELLO 3\r\n", hello("3"))
+	if _, err := r.ReadString('\n'); err != nil { // the connection id
+		t.Fatal(err)
+	}
+	expect("", "$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n")
+	expect("GET nope\r\n", "_\r\n")
+	expect("GET k\r\n", "$1\r\nv\r\n")
+	expect("MGET k nope\r\n", "*2\r\n$1\r\nv\r\n_\r\n")
+	expect("CONFIG GET appendonly\r\n", "%1\r\n$10\r\nappendonly\r\n$2\r\nno\r\n")
+	expect("HELLO 4\r\n", "-NOPROTO unsupported protocol version\r\n")
+	expect("HELLO 3 AUTH someone secret\r\n", "-WRONGPASS invalid username-password pair or user is disabled.\r\n")
+	expect("HELLO 2 SETNAME app\r\n", hello("2"))
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	expect("", "$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n")
+	expect("GET nope\r\n", "$-1\r\n")
+	expect("CLIENT GETNAME\r\n", "$3\r\napp\r\n")
+	expect("AUTH secret\r\n", "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n")
 }
