@@ -104,6 +104,13 @@ func (cn *conn) push() *slot {
 	} else {
 		sl = new(slot)
 	}
+	if cn.head > 0 && cn.head >= len(cn.queue)/2 {
+		// Drop the written prefix now and then, or a connection whose queue
+		// never empties would grow it for ever.
+		n := copy(cn.queue, cn.queue[cn.head:])
+		clear(cn.queue[n:])
+		cn.queue, cn.head = cn.queue[:n], 0
+	}
 	cn.queue = append(cn.queue, sl)
 	return sl
 }
