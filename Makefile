@@ -6,10 +6,10 @@ VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/redis-proxy/redis-proxy/server.Version=$(VERSION)
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: help build run test lint deps fuzz microbench gcbench compare clean
+.PHONY: help build run test lint deps fuzz microbench gcbench bench bench-quick clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
 
 build: ## build bin/redis-proxy
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/redis-proxy
@@ -49,8 +49,13 @@ microbench: ## hot-path benchmarks with allocation counts
 gcbench: ## GC cost with 1M and 5M cached keys, this cache vs map+list (about a minute)
 	$(GO) test -run '^$$' -bench BenchmarkGC -benchtime 5x ./lru/
 
-compare: build ## redis-benchmark against redis-server and the proxy (all hits), back to back
-	@scripts/compare.sh
+bench: build ## side-by-side benchmarks (redis-server, twemproxy, webdis, the proxy); rewrites BENCHMARKS.md (under 20 min)
+	$(GO) build -o bin/ceiling ./bench/ceiling
+	$(GO) run ./bench
+
+bench-quick: build ## the same, one run each and smaller counts (under 2 min)
+	$(GO) build -o bin/ceiling ./bench/ceiling
+	$(GO) run ./bench -quick
 
 clean: ## remove build output
 	rm -rf bin

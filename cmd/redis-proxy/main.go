@@ -14,6 +14,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -40,6 +43,7 @@ type config struct {
 	shutdownTimeout time.Duration
 	pinCPUs         bool
 	logLevel        string
+	pprof           string
 }
 
 // usageError is a configuration error; main prints it as one line and exits 2.
@@ -68,6 +72,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 5*time.Second, "on SIGINT/SIGTERM, longest wait for answers in flight")
 	fs.BoolVar(&c.pinCPUs, "pin-cpus", true, "pin each event loop's thread to its own CPU")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.pprof, "pprof", "", "`host:port` serving Go's /debug/pprof/ profiles (empty: off)")
 	fs.Usage = func() {} // flag calls it on every error; help is printed below, once
 	printUsage := func() {
 		fmt.Fprintf(usage, "Usage: redis-proxy [flags]\n\nEvery flag can also be set by its environment variable; the flag wins.\n\n")
@@ -224,6 +229,15 @@ func run(cfg config) error {
 		PinCPUs:    cfg.pinCPUs,
 		Logger:     log,
 	}, cache, be)
+
+	if cfg.pprof != "" {
+		l, err := net.Listen("tcp", cfg.pprof)
+		if err != nil {
+			return usageError{"--pprof " + cfg.pprof + ": " + err.Error()}
+		}
+		// The default mux carries net/http/pprof's handlers, and only those.
+		go func() { _ = http.Serve(l, nil) }()
+	}
 
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
