@@ -48,6 +48,11 @@ func redisBenchmark(t *target, keys, clients, pipeline, requests int) result {
 	if err != nil {
 		return result{err: fmt.Sprintf("%v: %s", err, lastLine(out))}
 	}
+	return parseRedisBenchmark(out)
+}
+
+// parseRedisBenchmark reads redis-benchmark --csv output.
+func parseRedisBenchmark(out string) result {
 	// The CSV header names the columns: "test","rps",...,"p50_latency_ms",...
 	start := strings.Index(out, `"test"`)
 	if start < 0 {
@@ -97,6 +102,12 @@ func wrkRun(t *target, script string, connections int, d time.Duration) result {
 	if err != nil {
 		return result{err: fmt.Sprintf("%v: %s", err, lastLine(out))}
 	}
+	return parseWrk(out)
+}
+
+// parseWrk reads wrk --latency output; non-2xx answers or socket errors make
+// the run a failure.
+func parseWrk(out string) result {
 	m := wrkRPS.FindStringSubmatch(out)
 	if m == nil {
 		return result{err: "no Requests/sec in output: " + lastLine(out)}
