@@ -7,8 +7,8 @@
 // meet and nothing is process-wide. A shard (shard.go) holds
 //   - its entries in one slice of 32-byte pointer-free structs, linked into an
 //     intrusive LRU list by uint32 indices inside the entries;
-//   - an open-addressing index from key hash to entry (index.go), 4 bytes a
-//     slot, comparing full keys on a tag match;
+//   - an open-addressing index from key hash to entry (index.go), 8 bytes a
+//     slot holding 32 bits of the hash, comparing full keys on a hash match;
 //   - a min-heap of entries by deadline (heap.go), each entry knowing its
 //     heap position, so expired entries can be reaped actively;
 //   - an arena (arena.go): slab chunks of bytes holding every key and value.
@@ -33,7 +33,8 @@
 // the key, a short probe, list moves) plus O(log n) for the heap when an entry
 // leaves or changes deadline, plus copying the value. Memory per entry is the
 // key and value rounded up to their slab class (at most 1/8 more) plus about
-// 40 bytes: the entry (32), its index slot (4/load) and its heap slot (4).
+// 46 bytes: the entry (32), its index slot (8 bytes at up to 4/5 load: 10)
+// and its heap slot (4).
 package lru
 
 import (
