@@ -4,9 +4,12 @@
 // goroutines through a bounded queue and returns at once, so the caller (an
 // event loop) never waits on Redis; the worker's GET goes through one shared
 // rueidis client and its answer goes to the caller's callback, on the worker.
-// rueidis auto-pipelines: GETs issued concurrently by the workers are written
-// to Redis together in one flush and answered in one read, so a burst of
-// misses from every loop costs a few round trips, not one each.
+// Concurrent fetches of one key are coalesced (flight.go): the first starts a
+// GET, the others wait for its answer, so a hot key that expires under load
+// costs Redis one GET. FetchMany sends the keys it has to fetch as one batch
+// (DoMulti). rueidis auto-pipelines: GETs issued concurrently by the workers
+// are written to Redis together in one flush and answered in one read, so a
+// burst of misses from every loop costs a few round trips, not one each.
 //
 // The client is built for a proxy rather than an application:
 //   - AlwaysPipelining: a timed-out GET is abandoned, not answered by closing
@@ -46,6 +49,10 @@ type Config struct {
 	// QueueLen is how many fetches may wait for a worker; beyond it Fetch
 	// refuses with ErrOverloaded.
 	QueueLen int
+	// OnResult, if set, is called once per GET sent, with its result, before
+	// the waiters are told and before later fetches of the key stop joining
+	// this one: the place to cache the value so that no second GET follows.
+	OnResult func(key string, r Result)
 }
 
 // Result is the outcome of one fetch: a value, no such key (Found false, Err
@@ -76,25 +83,34 @@ func (e *UnavailableError) Unwrap() error { return e.Err }
 
 // Stats are the client's counters.
 type Stats struct {
-	Fetches uint64 // GETs sent
-	Errors  uint64 // fetches that ended in an error (not counting a missing key)
-	Queued  int    // fetches waiting for a worker now
+	Fetches   uint64 // GETs sent
+	Errors    uint64 // GETs that ended in an error (not counting a missing key)
+	Coalesced uint64 // fetches that joined a GET already under way
+	Queued    int    // batches of GETs waiting for a worker now
+	Down      bool   // the last GET failed to reach Redis
 }
 
+// job is one batch of flights for a worker: one GET, or an MGET's misses.
 type job struct {
-	key      string
-	done     func(Result)
+	flights  []*flight
 	deadline time.Time // the fetch's timeout runs from when it was queued
 }
 
 // Client fetches keys from Redis. Create it with New, stop it with Close.
 type Client struct {
-	rc      rueidis.Client
-	timeout time.Duration
-	jobs    chan job
-	workers sync.WaitGroup
-	fetches atomic.Uint64
-	errors  atomic.Uint64
+	rc       rueidis.Client
+	timeout  time.Duration
+	onResult func(string, Result)
+	jobs     chan job
+	queued   atomic.Int64 // jobs reserved in the queue
+	queueLen int64
+	flights  [flightShards]flightShard
+	workers  sync.WaitGroup
+
+	fetches   atomic.Uint64
+	errors    atomic.Uint64
+	coalesced atomic.Uint64
+	down      atomic.Bool
 }
 
 // New parses cfg, connects to Redis and starts the workers. It fails only for
@@ -113,7 +129,10 @@ func New(cfg Config) (*Client, error) {
 	if rc == nil {
 		return nil, err
 	}
-	c := &Client{rc: rc, timeout: cfg.Timeout, jobs: make(chan job, cfg.QueueLen)}
+	c := &Client{rc: rc, timeout: cfg.Timeout, onResult: cfg.OnResult, jobs: make(chan job, cfg.QueueLen), queueLen: int64(cfg.QueueLen)}
+	for i := range c.flights {
+		c.flights[i].m = make(map[string]*flight)
+	}
 	c.workers.Add(cfg.MaxParallel)
 	for range cfg.MaxParallel {
 		go c.work()
@@ -141,22 +160,49 @@ func (c *Client) Ping(ctx context.Context) error {
 	return c.rc.Do(ctx, c.rc.B().Ping().Build()).Error()
 }
 
-// Fetch queues a GET of key; done is called with its result, on a worker
-// goroutine, unless Fetch returns ErrOverloaded (queue full), in which case
-// done is never called. The timeout counts from now, so time spent waiting
-// for a worker counts too: no caller waits much longer than Timeout.
-func (c *Client) Fetch(key string, done func(Result)) error {
-	select {
-	case c.jobs <- job{key, done, time.Now().Add(c.timeout)}:
-		return nil
-	default:
-		return ErrOverloaded
+// Fetch gets key and calls done with the result, on a worker goroutine; or,
+// when the queue of fetches is full, at once with ErrOverloaded. If a GET of
+// key is under way, Fetch joins it instead of sending another. The timeout
+// counts from the GET's queueing, so time waiting for a worker counts too:
+// no caller waits much longer than Timeout.
+func (c *Client) Fetch(key string, done func(Result)) {
+	c.FetchMany([]string{key}, func(_ int, r Result) { done(r) })
+}
+
+// FetchMany gets keys as Fetch does, joining GETs under way and sending the
+// rest as one batch; done is called once per key, with its index.
+func (c *Client) FetchMany(keys []string, done func(i int, r Result)) {
+	reserved, overloaded := false, false
+	reserve := func() bool { // called at most until it succeeds or fails once
+		if !reserved && !overloaded {
+			if c.queued.Add(1) <= c.queueLen {
+				reserved = true
+			} else {
+				c.queued.Add(-1)
+				overloaded = true
+			}
+		}
+		return reserved
+	}
+	var started []*flight
+	for i, k := range keys {
+		f, outcome := c.join(k, func(r Result) { done(i, r) }, reserve)
+		switch outcome {
+		case startedFlight:
+			started = append(started, f)
+		case refused:
+			done(i, Result{Err: ErrOverloaded})
+		}
+	}
+	if len(started) > 0 {
+		c.jobs <- job{started, time.Now().Add(c.timeout)} // its place was reserved
 	}
 }
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
-	return Stats{Fetches: c.fetches.Load(), Errors: c.errors.Load(), Queued: len(c.jobs)}
+	return Stats{Fetches: c.fetches.Load(), Errors: c.errors.Load(), Coalesced: c.coalesced.Load(),
+		Queued: len(c.jobs), Down: c.down.Load()}
 }
 
 // Close finishes the queued fetches, stops the workers and closes the
@@ -170,29 +216,51 @@ func (c *Client) Close() {
 func (c *Client) work() {
 	defer c.workers.Done()
 	for j := range c.jobs {
-		r := c.get(j.key, j.deadline)
-		if r.Err != nil {
-			c.errors.Add(1)
+		c.queued.Add(-1)
+		results := c.get(j.flights, j.deadline)
+		for i, f := range j.flights {
+			c.land(f, results[i])
 		}
-		j.done(r)
 	}
 }
 
-func (c *Client) get(key string, deadline time.Time) Result {
+// get sends the GETs of a batch, together, and returns their results.
+func (c *Client) get(flights []*flight, deadline time.Time) []Result {
+	results := make([]Result, len(flights))
 	if time.Now().After(deadline) { // waited out its timeout in the queue
-		return Result{Err: ErrTimeout}
+		for i := range results {
+			results[i].Err = ErrTimeout
+		}
+		return results
 	}
-	c.fetches.Add(1)
+	c.fetches.Add(uint64(len(flights)))
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	v, err := c.rc.Do(ctx, c.rc.B().Get().Key(key).Build()).AsBytes()
-	cancel()
+	defer cancel()
+	cmds := make(rueidis.Commands, len(flights))
+	for i, f := range flights {
+		cmds[i] = c.rc.B().Get().Key(f.key).Build()
+	}
+	for i, res := range c.rc.DoMulti(ctx, cmds...) {
+		results[i] = c.result(res)
+	}
+	return results
+}
+
+func (c *Client) result(res rueidis.RedisResult) Result {
+	v, err := res.AsBytes()
 	switch {
 	case err == nil:
+		c.down.Store(false)
 		return Result{Value: v, Found: true}
 	case rueidis.IsRedisNil(err):
+		c.down.Store(false)
 		return Result{}
 	}
-	return Result{Err: classify(err)}
+	c.errors.Add(1)
+	err = classify(err)
+	var unavailable *UnavailableError
+	c.down.Store(errors.As(err, &unavailable))
+	return Result{Err: err}
 }
 
 // classify turns a rueidis error into ErrTimeout, a ReplyError or an

@@ -3,8 +3,10 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,9 +27,7 @@ func newClient(t *testing.T, addr string, timeout time.Duration) *Client {
 func fetch(t *testing.T, c *Client, key string) Result {
 	t.Helper()
 	ch := make(chan Result, 1)
-	if err := c.Fetch(key, func(r Result) { ch <- r }); err != nil {
-		t.Fatal(err)
-	}
+	c.Fetch(key, func(r Result) { ch <- r })
 	select {
 	case r := <-ch:
 		return r
@@ -128,7 +128,8 @@ func TestTimeout(t *testing.T) {
 	}
 }
 
-// Past its queue, Fetch refuses at once instead of blocking the caller.
+// Past its queue, a fetch is refused at once instead of blocking the caller;
+// fetches of a key already being fetched join that GET and need no place.
 func TestOverloaded(t *testing.T) {
 	redis := redistest.Start(t)
 	c, err := New(Config{Addr: redis.Addr, Timeout: 2 * time.Second, MaxParallel: 1, QueueLen: 1})
@@ -136,20 +137,91 @@ func TestOverloaded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	redis.Pause()
+	var mu sync.Mutex
+	results := map[string][]error{}
 	var wg sync.WaitGroup
-	refused := 0
-	for range 10 {
-		wg.Add(1)
-		if err := c.Fetch("k", func(Result) { wg.Done() }); errors.Is(err, ErrOverloaded) {
-			refused++
-			wg.Done()
+	fetch := func(k string) {
+		for range 3 {
+			wg.Add(1)
+			c.Fetch(k, func(r Result) {
+				mu.Lock()
+				results[k] = append(results[k], r.Err)
+				mu.Unlock()
+				wg.Done()
+			})
 		}
+	}
+	fetch("k0")
+	for c.queued.Load() != 0 { // the one worker has taken k0's GET and hangs on it
+		time.Sleep(time.Millisecond)
+	}
+	fetch("k1") // takes the one place in the queue
+	fetch("k2") // finds none
+	redis.Resume()
+	wg.Wait()
+	for k, want := range map[string]error{"k0": nil, "k1": nil, "k2": ErrOverloaded} {
+		for _, err := range results[k] {
+			if !errors.Is(err, want) {
+				t.Fatalf("%s: %v, want %v", k, err, want)
+			}
+		}
+	}
+	if st := c.Stats(); st.Fetches != 2 || st.Coalesced != 4 {
+		t.Fatalf("stats %+v: want 2 GETs and 4 joins", st)
+	}
+}
+
+// Concurrent fetches of one key cost one GET, and all see its result.
+func TestCoalescing(t *testing.T) {
+	redis := redistest.Start(t)
+	var cached []string
+	c, err := New(Config{Addr: redis.Addr, Timeout: 5 * time.Second, MaxParallel: 8, QueueLen: 64,
+		OnResult: func(k string, r Result) { cached = append(cached, k+"="+string(r.Value)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	redis.Do("SET", "hot", "value")
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	redis.Pause() // hold the GET so that every fetch below overlaps it
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	for range 1000 {
+		wg.Add(1)
+		c.Fetch("hot", func(r Result) {
+			if string(r.Value) != "value" {
+				wrong.Add(1)
+			}
+			wg.Done()
+		})
 	}
 	redis.Resume()
 	wg.Wait()
-	if refused < 8 {
-		t.Fatalf("only %d of 10 fetches refused with one worker and a queue of one", refused)
+	if st := c.Stats(); wrong.Load() != 0 || st.Fetches != 1 || st.Coalesced != 999 || len(cached) != 1 {
+		t.Fatalf("%d wrong answers; stats %+v; OnResult %v", wrong.Load(), st, cached)
+	}
+}
+
+// An MGET's misses go out as one batch, each key in its own flight.
+func TestFetchMany(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "a", "1")
+	redis.Do("RPUSH", "list", "x")
+	c := newClient(t, redis.Addr, time.Second)
+	got := make([]Result, 3)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	c.FetchMany([]string{"a", "missing", "list"}, func(i int, r Result) { got[i] = r; wg.Done() })
+	wg.Wait()
+	var reply ReplyError
+	if string(got[0].Value) != "1" || got[1].Found || got[1].Err != nil || !errors.As(got[2].Err, &reply) {
+		t.Fatalf("%+v", got)
 	}
 }
 
@@ -181,10 +253,8 @@ func TestTimeoutCountsQueueing(t *testing.T) {
 	redis.Pause()
 	defer redis.Resume()
 	results := make(chan Result, 10)
-	for range 10 {
-		if err := c.Fetch("k", func(r Result) { results <- r }); err != nil {
-			t.Fatal(err)
-		}
+	for i := range 10 { // distinct keys: each its own GET
+		c.Fetch(fmt.Sprint("k", i), func(r Result) { results <- r })
 	}
 	for range 10 {
 		if r := <-results; !errors.Is(r.Err, ErrTimeout) {

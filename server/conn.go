@@ -17,11 +17,13 @@ package server
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/redis-proxy/redis-proxy/backend"
+	"github.com/redis-proxy/redis-proxy/lru"
 	"github.com/redis-proxy/redis-proxy/proto"
 )
 
@@ -272,28 +274,77 @@ func (s *Server) closeWhenWritten(cn *conn) {
 	check()
 }
 
-// fetch sends a miss for key to the backend; its result fills part of sl.
-// key aliases the read buffer, so it is copied first.
-func (s *Server) fetch(cn *conn, sl *slot, part int, key []byte) {
-	k := string(key)
-	s.pending.Add(1)
-	err := s.backend.Fetch(k, func(r backend.Result) {
-		if r.Found {
-			s.cache.Set(k, r.Value)
-		}
-		err := cn.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			s.pending.Add(-1)
-			s.deliver(cn, sl, part, r)
-			return nil
-		}))
-		if err != nil { // the engine is shutting down and the connection with it
-			s.pending.Add(-1)
-		}
+// fetch asks the backend for keys (copies: the parsed ones alias the read
+// buffer); the result for keys[i] fills part parts[i] of sl, on cn's loop.
+// The backend coalesces fetches of a key already being fetched and caches
+// what it fetches (FillCache) before anyone is answered.
+func (s *Server) fetch(cn *conn, sl *slot, keys []string, parts []int) {
+	s.pending.Add(int64(len(keys)))
+	s.backend.FetchMany(keys, func(i int, r backend.Result) {
+		s.post(delivery{cn: cn, sl: sl, part: parts[i], r: r})
 	})
-	if err != nil {
-		s.pending.Add(-1)
-		s.fill(sl, part, backend.Result{Err: err})
+}
+
+// FillCache returns the backend hook that caches every value it fetches.
+func FillCache(cache *lru.Cache) func(string, backend.Result) {
+	return func(key string, r backend.Result) {
+		if r.Found {
+			cache.Set(key, r.Value)
+		}
 	}
+}
+
+// delivery is a fetch result on its way to its connection's loop.
+type delivery struct {
+	cn   *conn
+	sl   *slot
+	part int
+	r    backend.Result
+}
+
+// inbox collects a loop's deliveries: fetches complete on backend workers,
+// and each loop is woken once per batch of them rather than once per
+// result (every wake-up of a loop is a system call).
+type inbox struct {
+	mu        sync.Mutex // guards items and scheduled
+	items     []delivery
+	scheduled bool       // a drain is queued on the loop
+	spare     []delivery // the loop's: the last batch's slice, for reuse
+}
+
+// post hands d to its connection's loop; any goroutine may call it.
+func (s *Server) post(d delivery) {
+	lp := d.cn.lp
+	lp.inbox.mu.Lock()
+	lp.inbox.items = append(lp.inbox.items, d)
+	wake := !lp.inbox.scheduled
+	lp.inbox.scheduled = true
+	lp.inbox.mu.Unlock()
+	if !wake {
+		return
+	}
+	if err := lp.el.Execute(context.Background(), lp.drain); err != nil {
+		// The engine is shutting down, and the connections with it.
+		lp.inbox.mu.Lock()
+		n := len(lp.inbox.items)
+		lp.inbox.items, lp.inbox.scheduled = lp.inbox.items[:0], false
+		lp.inbox.mu.Unlock()
+		s.pending.Add(-int64(n))
+	}
+}
+
+// drainInbox delivers everything posted to lp so far; it runs on lp.
+func (s *Server) drainInbox(lp *loop) {
+	lp.inbox.mu.Lock()
+	batch := lp.inbox.items
+	lp.inbox.items, lp.inbox.scheduled = lp.inbox.spare[:0], false
+	lp.inbox.mu.Unlock()
+	for _, d := range batch {
+		s.pending.Add(-1)
+		s.deliver(d.cn, d.sl, d.part, d.r)
+	}
+	clear(batch)
+	lp.inbox.spare = batch[:0]
 }
 
 // deliver fills a slot with a fetch result on cn's loop and writes what is

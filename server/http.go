@@ -50,7 +50,7 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		sl = cn.push()
 	}
 	sl.ready, sl.kind, sl.http = false, kindHTTP, o
-	s.fetch(cn, sl, 0, req.Key)
+	s.fetch(cn, sl, []string{string(req.Key)}, []int{0})
 	return n
 }
 

@@ -117,19 +117,21 @@ func (s *Server) get(cn *conn, key []byte) {
 		sl = cn.push()
 	}
 	sl.ready, sl.kind, sl.resp3 = false, kindGET, cn.resp3
-	s.fetch(cn, sl, 0, key)
+	s.fetch(cn, sl, []string{string(key)}, []int{0})
 }
 
-// mget answers MGET: hits are encoded now, misses are fetched together, and
-// the array is written once every part is in.
+// mget answers MGET: hits are encoded now, misses are fetched as one batch,
+// and the array is written once every part is in.
 func (s *Server) mget(cn *conn, keys [][]byte) {
 	sl := cn.push()
 	sl.kind, sl.resp3 = kindMGET, cn.resp3
 	sl.parts = make([][]byte, len(keys))
-	var missed []int
+	var missed []string
+	var parts []int
 	for i, k := range keys {
 		if !s.cache.Get(k, func(v []byte) { sl.parts[i] = proto.AppendBulk(nil, v) }) {
-			missed = append(missed, i)
+			missed = append(missed, string(k))
+			parts = append(parts, i)
 		}
 	}
 	sl.waiting = len(missed)
@@ -137,9 +139,7 @@ func (s *Server) mget(cn *conn, keys [][]byte) {
 		finishMGET(sl)
 		return
 	}
-	for _, i := range missed {
-		s.fetch(cn, sl, i, keys[i])
-	}
+	s.fetch(cn, sl, missed, parts) // one batch: the misses go to Redis together
 }
 
 // fillMGET records one fetched part. As Redis's MGET does, a key holding a

@@ -211,6 +211,8 @@ type loop struct {
 	cmd   proto.Command // RESP parse scratch
 	req   proto.Request // HTTP parse scratch
 	stats loopStats
+	inbox inbox         // fetch results waiting for this loop
+	drain gnet.Runnable // runs drainInbox on this loop
 }
 
 // loopOf returns the state of c's loop, creating it (and pinning the loop's
@@ -222,6 +224,7 @@ func (s *Server) loopOf(c gnet.Conn) *loop {
 	lp, ok := s.loops[el]
 	if !ok {
 		lp = &loop{el: el}
+		lp.drain = gnet.RunnableFunc(func(context.Context) error { s.drainInbox(lp); return nil })
 		s.loops[el] = lp
 		if len(s.cpus) > 1 {
 			s.pinThread(s.cpus[s.nextCPU%len(s.cpus)])

@@ -42,6 +42,14 @@ func (l *fakeLoop) Close(c gnet.Conn) error {
 	return nil
 }
 
+// runUntil runs the runnables queued on the loop until done reports true.
+func (l *fakeLoop) runUntil(t testing.TB, done func() bool) {
+	t.Helper()
+	for !done() {
+		l.runTask(t)
+	}
+}
+
 // runTask runs the next runnable queued on the loop.
 func (l *fakeLoop) runTask(t testing.TB) {
 	t.Helper()
@@ -92,27 +100,38 @@ func (l *fakeLoop) openConn(t testing.TB) *fakeConn {
 	return c
 }
 
+func newTestCache() *lru.Cache {
+	return lru.New(lru.Config{Capacity: 1000, TTL: time.Minute, ReapInterval: -1})
+}
+
 func newTestServer(t testing.TB, be *backend.Client) (*Server, *fakeLoop) {
-	cache := lru.New(lru.Config{Capacity: 1000, TTL: time.Minute, ReapInterval: -1})
+	return newTestServerWith(t, newTestCache(), be)
+}
+
+func newTestServerWith(t testing.TB, cache *lru.Cache, be *backend.Client) (*Server, *fakeLoop) {
 	s := New(Config{Listen: "127.0.0.1:0", MaxClients: 10, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, cache, be)
 	return s, &fakeLoop{tasks: make(chan gnet.Runnable, 4096), srv: s}
 }
 
-func newTestBackend(t *testing.T) (*redistest.Server, *backend.Client) {
+// newTestProxy wires a server to a real Redis through a real backend, as
+// main does, with the fake loop in place of gnet's.
+func newTestProxy(t *testing.T) (*redistest.Server, *Server, *fakeLoop) {
 	redis := redistest.Start(t)
-	be, err := backend.New(backend.Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 4, QueueLen: 4096})
+	cache := newTestCache()
+	be, err := backend.New(backend.Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 4, QueueLen: 4096,
+		OnResult: FillCache(cache)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(be.Close)
-	return redis, be
+	s, lp := newTestServerWith(t, cache, be)
+	return redis, s, lp
 }
 
 // A hit that follows a pending miss on the same connection waits for it:
 // answers leave in request order however the fetches complete.
 func TestOrderBehindPendingMiss(t *testing.T) {
-	redis, be := newTestBackend(t)
-	s, lp := newTestServer(t, be)
+	redis, s, lp := newTestProxy(t)
 	redis.Do("SET", "m1", "miss-one")
 	redis.Do("SET", "m2", "miss-two")
 	s.cache.Set("h1", []byte("hit-one"))
@@ -123,9 +142,8 @@ func TestOrderBehindPendingMiss(t *testing.T) {
 	if got := c.takeOut(); got != "$7\r\nhit-one\r\n" {
 		t.Fatalf("before any fetch returned, wrote %q", got)
 	}
-	lp.runTask(t)
-	lp.runTask(t)
 	want := "$8\r\nmiss-one\r\n$7\r\nhit-two\r\n$8\r\nmiss-two\r\n$7\r\nhit-one\r\n"
+	lp.runUntil(t, func() bool { return c.out.Len() >= len(want) })
 	if got := c.takeOut(); got != want {
 		t.Fatalf("got %q\nwant %q", got, want)
 	}
@@ -137,8 +155,7 @@ func TestOrderBehindPendingMiss(t *testing.T) {
 }
 
 func TestHTTPOrderBehindPendingMiss(t *testing.T) {
-	redis, be := newTestBackend(t)
-	s, lp := newTestServer(t, be)
+	redis, s, lp := newTestProxy(t)
 	redis.Do("SET", "m", "fetched")
 	s.cache.Set("h", []byte("cached"))
 	c := lp.open(t)
@@ -146,8 +163,7 @@ func TestHTTPOrderBehindPendingMiss(t *testing.T) {
 	if got := c.takeOut(); got != "" {
 		t.Fatalf("wrote %q before the miss returned", got)
 	}
-	lp.runTask(t)
-	lp.runTask(t)
+	lp.runUntil(t, func() bool { return c.closed })
 	got := c.takeOut()
 	i1, i2, i3 := strings.Index(got, "\r\n\r\nfetched"), strings.Index(got, "\r\n\r\ncached"), strings.Index(got, "404 Not Found")
 	if i1 < 0 || i2 < i1 || i3 < i2 || !strings.Contains(got[i3:], "Connection: close") {
@@ -161,8 +177,7 @@ func TestHTTPOrderBehindPendingMiss(t *testing.T) {
 // A fetch that completes after its connection closed writes nothing: the
 // descriptor may belong to another client by then.
 func TestDeliveryAfterCloseIsDropped(t *testing.T) {
-	redis, be := newTestBackend(t)
-	s, lp := newTestServer(t, be)
+	redis, s, lp := newTestProxy(t)
 	redis.Do("SET", "k", "v")
 	c := lp.open(t)
 	c.send("GET k\r\n")
@@ -176,8 +191,7 @@ func TestDeliveryAfterCloseIsDropped(t *testing.T) {
 // Past maxQueued waiting answers, parsing stops; it resumes as answers drain
 // and every request is still answered, in order.
 func TestBackpressureResumes(t *testing.T) {
-	redis, be := newTestBackend(t)
-	_, lp := newTestServer(t, be)
+	redis, _, lp := newTestProxy(t)
 	redis.Do("SET", "k", "v")
 	c := lp.open(t)
 	var in strings.Builder
@@ -189,11 +203,8 @@ func TestBackpressureResumes(t *testing.T) {
 	if len(c.in) == 0 {
 		t.Fatal("parsed everything despite the queue limit")
 	}
-	got := 0
-	for got < n {
-		lp.runTask(t)
-		got += strings.Count(c.takeOut(), "$-1\r\n")
-	}
+	lp.runUntil(t, func() bool { return strings.Count(c.out.String(), "$-1\r\n") == n })
+	got := strings.Count(c.takeOut(), "$-1\r\n")
 	if len(c.in) != 0 || got != n {
 		t.Fatalf("answered %d of %d, %d bytes left", got, n, len(c.in))
 	}
@@ -202,8 +213,7 @@ func TestBackpressureResumes(t *testing.T) {
 // Large answers queued behind a miss stop parsing at maxQueuedBytes, not
 // only at maxQueued answers; they all leave, in order, once the miss returns.
 func TestBackpressureByBytes(t *testing.T) {
-	redis, be := newTestBackend(t)
-	s, lp := newTestServer(t, be)
+	redis, s, lp := newTestProxy(t)
 	redis.Do("SET", "m", "fetched")
 	big := strings.Repeat("x", 1<<20)
 	s.cache.Set("big", []byte(big))

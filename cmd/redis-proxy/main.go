@@ -210,18 +210,19 @@ func run(cfg config) error {
 	level, _ := logLevel(cfg.logLevel)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	cache := lru.New(lru.Config{Capacity: cfg.capacity, MaxBytes: int64(cfg.maxMemory), TTL: cfg.ttl})
+	defer cache.Close()
 	be, err := backend.New(backend.Config{
 		Addr:        cfg.redis,
 		Timeout:     cfg.backendTimeout,
 		MaxParallel: cfg.maxParallel,
 		QueueLen:    min(1024*cfg.maxParallel, 1<<20),
+		OnResult:    server.FillCache(cache),
 	})
 	if err != nil {
 		return usageError{"--redis: " + err.Error()}
 	}
 	defer be.Close()
-	cache := lru.New(lru.Config{Capacity: cfg.capacity, MaxBytes: int64(cfg.maxMemory), TTL: cfg.ttl})
-	defer cache.Close()
 	srv := server.New(server.Config{
 		Listen:     cfg.listen,
 		Loops:      cfg.loops,

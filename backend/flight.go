@@ -1,0 +1,72 @@
+// Coalescing: at most one GET per key under way, however many ask.
+//
+// A flight is one GET in progress. A fetch of a key that has a flight joins
+// it as a waiter instead of sending a GET of its own, and every waiter gets
+// the flight's result (value, nil or error). Flights live in shards by key
+// hash, each with its own mutex, so fetches of different keys rarely meet.
+// When a flight lands, OnResult runs first (the caller caches the value
+// there), then the flight leaves its shard, then the waiters are told: a
+// fetch that arrives in between either finds the value in the cache or joins
+// the flight, so a burst of misses for one key costs exactly one GET.
+
+package backend
+
+import (
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+)
+
+const flightShards = 64
+
+type flight struct {
+	key     string
+	waiters []func(Result)
+}
+
+type flightShard struct {
+	mu sync.Mutex // guards m
+	m  map[string]*flight
+}
+
+type joinOutcome uint8
+
+const (
+	joinedFlight  joinOutcome = iota // a GET of the key was under way
+	startedFlight                    // a new flight was started: send its GET
+	refused                          // none under way and no room to start one
+)
+
+// join adds done to key's flight; if there is none, it starts one when
+// canStart (which reserves a place in the queue) allows.
+func (c *Client) join(key string, done func(Result), canStart func() bool) (*flight, joinOutcome) {
+	sh := &c.flights[xxhash.Sum64String(key)%flightShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if f := sh.m[key]; f != nil {
+		f.waiters = append(f.waiters, done)
+		c.coalesced.Add(1)
+		return f, joinedFlight
+	}
+	if !canStart() {
+		return nil, refused
+	}
+	f := &flight{key: key, waiters: []func(Result){done}}
+	sh.m[key] = f
+	return f, startedFlight
+}
+
+// land delivers a flight's result to its waiters.
+func (c *Client) land(f *flight, r Result) {
+	if c.onResult != nil {
+		c.onResult(f.key, r)
+	}
+	sh := &c.flights[xxhash.Sum64String(f.key)%flightShards]
+	sh.mu.Lock()
+	delete(sh.m, f.key)
+	waiters := f.waiters
+	sh.mu.Unlock()
+	for _, done := range waiters {
+		done(r)
+	}
+}
