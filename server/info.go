@@ -51,6 +51,12 @@ func (s *Server) info() string {
 	field("tcp_listen", s.cfg.Listen)
 	field("uptime_in_seconds", int(time.Since(s.started).Seconds()))
 	b.WriteString("\r\n")
+	status := "up"
+	if bs.Down {
+		status = "down"
+	}
+	field("backend_status", status)
+	b.WriteString("\r\n")
 	section("Clients")
 	field("connected_clients", s.clients.Load())
 	field("maxclients", s.cfg.MaxClients)
@@ -66,6 +72,7 @@ func (s *Server) info() string {
 	field("expired_keys", cs.Expirations)
 	field("invalidated_keys", cs.Invalidations)
 	field("backend_fetches", bs.Fetches)
+	field("backend_coalesced", bs.Coalesced)
 	field("backend_errors", bs.Errors)
 	field("backend_queued", bs.Queued)
 	field("backend_in_flight", s.pending.Load())

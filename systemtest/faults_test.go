@@ -1,0 +1,218 @@
+package systemtest
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis-proxy/redis-proxy/internal/redistest"
+)
+
+// goroutines reads how many goroutines the proxy runs, from its --pprof endpoint.
+func goroutines(t testing.TB, pprof string) int {
+	res, err := http.Get("http://" + pprof + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var n int
+	if _, err := fmt.Fscanf(res.Body, "goroutine profile: total %d", &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// proxyInfo returns one field of the proxy's INFO.
+func proxyInfo(t testing.TB, addr, field string) string {
+	info := dialRESP(t, addr).do("INFO").String()
+	m := regexp.MustCompile(field + `:(\S+)`).FindStringSubmatch(info)
+	if m == nil {
+		t.Fatalf("INFO has no %s:\n%s", field, info)
+	}
+	return m[1]
+}
+
+// 1000 clients reading one uncached key at once cost Redis one GET.
+func TestCoalescedMisses(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "hot", "value")
+	p := startProxy(t, redis.Addr, "--backend-timeout", "30s")
+	respGet(dialRESP(t, p.addr), "warm") // the proxy's connection to Redis is up
+	redis.Do("CONFIG", "RESETSTAT")
+
+	redis.Pause() // the first GET hangs until every client has asked
+	const clients = 1000
+	conns := make([]*respConn, clients)
+	for i := range conns {
+		conns[i] = dialRESP(t, p.addr)
+		conns[i].send([]string{"GET", "hot"})
+	}
+	eventually(t, "all clients waiting on one GET", func() string {
+		if got := proxyInfo(t, p.addr, "backend_coalesced"); got != fmt.Sprint(clients-1) {
+			return "backend_coalesced:" + got
+		}
+		return ""
+	})
+	redis.Resume()
+	for i, rc := range conns {
+		if got := show(rc.read()); got != "value" {
+			t.Fatalf("client %d: %q", i, got)
+		}
+	}
+	stats := redis.Do("INFO", "commandstats").String()
+	calls := regexp.MustCompile(`cmdstat_get:calls=(\d+)`).FindStringSubmatch(stats)
+	if calls == nil || calls[1] != "1" {
+		t.Fatalf("Redis served %v GETs for %d concurrent misses:\n%s", calls, clients, stats)
+	}
+	t.Logf("%d concurrent misses of one key: %s backend GET", clients, calls[1])
+}
+
+// faultLoad runs clients that mix hits and misses through the proxy until
+// stop is closed, and checks every answer.
+type faultLoad struct {
+	answered, errored, wrong, hung atomic.Int64
+	hitErrors                      atomic.Int64
+	lastMissOK                     atomic.Int64 // unix nanos of the latest successful miss
+	firstWrong                     atomic.Value
+}
+
+var documentedErrors = []string{"ERR: ERR backend unavailable: ", "ERR: ERR backend timeout", "ERR: ERR backend overloaded: "}
+
+func (l *faultLoad) run(t *testing.T, addr string, clients int, readTimeout time.Duration, stop chan struct{}, wg *sync.WaitGroup) {
+	var cold atomic.Int64
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rc := dialRESP(t, addr)
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key, hit := fmt.Sprint("hot:", (c+i)%50), i%2 == 0
+				if !hit {
+					key = fmt.Sprint("cold:", cold.Add(1)%20000)
+				}
+				rc.send([]string{"GET", key})
+				_ = rc.c.SetReadDeadline(time.Now().Add(readTimeout))
+				v, _, err := rc.r.ReadValue()
+				if err != nil {
+					l.hung.Add(1)
+					return
+				}
+				got := show(v)
+				switch {
+				case got == "value-of-"+key:
+					l.answered.Add(1)
+					if !hit {
+						l.lastMissOK.Store(time.Now().UnixNano())
+					}
+				case hasAnyPrefix(got, documentedErrors) && !hit:
+					l.errored.Add(1)
+				case hasAnyPrefix(got, documentedErrors):
+					l.hitErrors.Add(1)
+				default:
+					l.wrong.Add(1)
+					l.firstWrong.CompareAndSwap(nil, fmt.Sprintf("%s -> %q", key, got))
+				}
+			}
+		}()
+	}
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Redis killed and restarted, then hung, under a load of hits and misses:
+// never a wrong value, every request answered, hits served throughout, and
+// service back by itself soon after Redis is.
+func TestRedisFaultsUnderLoad(t *testing.T) {
+	redis := redistest.Start(t)
+	for i := range 50 {
+		redis.Do("SET", fmt.Sprint("hot:", i), fmt.Sprint("value-of-hot:", i))
+	}
+	for i := range 20000 {
+		if i%1000 == 0 {
+			args := []any{"MSET"}
+			for j := i; j < i+1000; j++ {
+				args = append(args, fmt.Sprint("cold:", j), fmt.Sprint("value-of-cold:", j))
+			}
+			redis.Do(args...)
+		}
+	}
+	redis.Do("SAVE") // a restart loads the same data
+	const timeout = 300 * time.Millisecond
+	pprof := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
+	p := startProxy(t, redis.Addr, "--ttl", "1h", "--capacity", "1000000", "--backend-timeout", timeout.String(), "--pprof", pprof)
+	warm := dialRESP(t, p.addr)
+	for i := range 50 {
+		respGet(warm, fmt.Sprint("hot:", i))
+	}
+	goroutinesBefore := goroutines(t, pprof)
+
+	var load faultLoad
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	load.run(t, p.addr, 20, timeout+3*time.Second, stop, &wg)
+
+	time.Sleep(300 * time.Millisecond)
+	redis.Stop() // SIGKILL
+	time.Sleep(500 * time.Millisecond)
+	if got := proxyInfo(t, p.addr, "backend_status"); got != "down" {
+		t.Errorf("backend_status with Redis killed: %s", got)
+	}
+	redis.Restart()
+	back := time.Now()
+	var recovered time.Duration
+	eventually(t, "a miss served after the restart", func() string {
+		if ns := load.lastMissOK.Load(); ns > back.UnixNano() {
+			recovered = time.Unix(0, ns).Sub(back)
+			return ""
+		}
+		return "not yet"
+	})
+	time.Sleep(200 * time.Millisecond)
+	redis.Pause() // hung: misses time out
+	time.Sleep(time.Second)
+	redis.Resume()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	// No goroutine outlives the faults: once the clients are gone, the proxy
+	// runs as many as before the load.
+	eventually(t, "the proxy's goroutines back to their number before the load", func() string {
+		if n := goroutines(t, pprof); n > goroutinesBefore {
+			return fmt.Sprintf("%d goroutines, %d before", n, goroutinesBefore)
+		}
+		return ""
+	})
+
+	t.Logf("answered %d, errored %d (documented errors, misses only), wrong %d, hung %d, hits refused %d; misses served again %v after Redis restarted",
+		load.answered.Load(), load.errored.Load(), load.wrong.Load(), load.hung.Load(), load.hitErrors.Load(), recovered)
+	switch {
+	case load.wrong.Load() != 0:
+		t.Fatalf("%d wrong answers, first: %v", load.wrong.Load(), load.firstWrong.Load())
+	case load.hung.Load() != 0:
+		t.Fatalf("%d requests got no answer within %v", load.hung.Load(), timeout+3*time.Second)
+	case load.hitErrors.Load() != 0:
+		t.Fatalf("%d cached keys were refused while Redis was away", load.hitErrors.Load())
+	case load.errored.Load() == 0:
+		t.Fatal("no miss failed while Redis was away: the fault was not exercised")
+	case recovered > time.Second:
+		t.Fatalf("misses served again only %v after Redis was back", recovered)
+	}
+}
