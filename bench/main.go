@@ -130,6 +130,8 @@ func main() {
 		}
 	}
 
+	rep.batching = batching(redis, miss, s)
+	progress("all-miss batching: %s", rep.batching)
 	rep.profile = profile(hit, pprofAddr, *proxyBin, s)
 	rep.finished = time.Now()
 	if err := rep.write(*out, filepath.Join(filepath.Dir(*out), "bench", "connections.svg")); err != nil {

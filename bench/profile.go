@@ -1,6 +1,7 @@
-// Profiling the hit path under load: a CPU profile of the all-hit proxy taken
-// through its --pprof endpoint while redis-benchmark drives it, reduced to
-// the top entries by `go tool pprof -top`.
+// Looking inside a run: a CPU profile of the all-hit proxy taken through its
+// --pprof endpoint while redis-benchmark drives it, reduced to the top entries
+// by `go tool pprof -top`; and how well the all-miss proxy batches its GETs,
+// read from Redis's own counters.
 
 package main
 
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -52,4 +54,40 @@ func profile(t *target, pprofAddr, bin string, s settings) string {
 		text = text[i:]
 	}
 	return fmt.Sprintf("%s(saved as %s)", text, file)
+}
+
+// batching drives the all-miss proxy with redis-benchmark -P 16 and reports,
+// from Redis's INFO, how many GETs arrived per read Redis made: the round
+// trips a miss costs, inverted.
+func batching(redis, miss *target, s settings) string {
+	before := redisCounters(redis)
+	if r := redisBenchmark(miss, keys, 50, 16, s.requestsP16/4); r.err != "" {
+		return "not measured: " + r.err
+	}
+	after := redisCounters(redis)
+	gets, reads := after["get"]-before["get"], after["reads"]-before["reads"]
+	if reads == 0 {
+		return "not measured: Redis counted no reads"
+	}
+	return fmt.Sprintf("%d GETs reached Redis in %d reads: %.1f GETs per round trip", gets, reads, float64(gets)/float64(reads))
+}
+
+// redisCounters reads GET calls and read events from Redis's INFO.
+func redisCounters(redis *target) map[string]int64 {
+	out, err := run(10*time.Second, "redis-cli", "-p", redis.port(), "INFO", "all")
+	counters := map[string]int64{}
+	if err != nil {
+		return counters
+	}
+	for _, line := range strings.Split(out, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "total_reads_processed:"); ok {
+			counters["reads"], _ = strconv.ParseInt(v, 10, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "cmdstat_get:calls="); ok {
+			v, _, _ = strings.Cut(v, ",")
+			counters["get"], _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return counters
 }

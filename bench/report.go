@@ -32,6 +32,7 @@ type report struct {
 	commands          []string
 	notes             []string
 	profile           string
+	batching          string
 	proxyFlags        map[string]string
 }
 
@@ -144,6 +145,8 @@ func (rep *report) markdown(svgRel string) string {
 		t, tok := find(rep.sweep, twem, 1, c)
 		w("| %d | %s | %s | %s | %s |\n", c, cell(d, dok), cell(h, hok), cell(t, tok), ratio(h, hok, d, dok))
 	}
+
+	w("\n### Miss batching\n\nThe all-miss proxy under redis-benchmark -c 50 -P 16: %s (Redis's `cmdstat_get` calls over its `total_reads_processed`).\n", rep.batching)
 
 	w("\n### Hit-path profile under load (redis-benchmark -P 16, %d s CPU profile via `--pprof`)\n\n```\n%s\n```\n", profileSeconds, strings.TrimSpace(rep.profile))
 

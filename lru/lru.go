@@ -63,6 +63,9 @@ type Config struct {
 	// ReapInterval is how often the reaper runs: 0 derives it from TTL,
 	// negative runs no reaper (expired entries then leave when read or evicted).
 	ReapInterval time.Duration
+	// StaleFor keeps an expired entry this much longer for GetStale (the
+	// stale-if-error idea of RFC 5861); Get never returns it. 0: off.
+	StaleFor time.Duration
 }
 
 // Cache is a sharded LRU cache with deadlines. It is safe for concurrent use.
@@ -126,7 +129,7 @@ func newCache(cfg Config, nshards int) *Cache {
 		if cfg.MaxBytes > 0 && i < int(cfg.MaxBytes%int64(nshards)) {
 			maxBytes++
 		}
-		c.shards[i].init(min(capacity, maxEntries-1), maxBytes)
+		c.shards[i].init(min(capacity, maxEntries-1), maxBytes, int64(cfg.StaleFor))
 	}
 	interval := cfg.ReapInterval
 	if interval == 0 {
@@ -164,6 +167,14 @@ func (c *Cache) shardOf(h uint64) *shard { return &c.shards[h>>c.shift] }
 func (c *Cache) Get(key []byte, visit func(value []byte)) bool {
 	h := xxhash.Sum64(key)
 	return c.shardOf(h).get(key, h, c.clock(), visit)
+}
+
+// GetStale is Get for when the value cannot be fetched afresh: it also
+// returns an entry whose deadline passed less than StaleFor ago. It does not
+// change the entry's place in the LRU order.
+func (c *Cache) GetStale(key []byte, visit func(value []byte)) bool {
+	h := xxhash.Sum64(key)
+	return c.shardOf(h).getStale(key, h, c.clock(), visit)
 }
 
 // Set stores copies of key and value, replacing any entry for key, evicting

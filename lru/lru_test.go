@@ -146,6 +146,41 @@ func TestReaper(t *testing.T) {
 	}
 }
 
+// With StaleFor, an expired entry stays available to GetStale, and only to
+// it, for that long; then it goes.
+func TestStale(t *testing.T) {
+	clk := newFake()
+	c := newTest(t, Config{Capacity: 10, TTL: time.Second, StaleFor: time.Minute, Now: clk.now, ReapInterval: -1})
+	c.Set("k", []byte("v"))
+	stale := func() (string, bool) {
+		var v string
+		ok := c.GetStale([]byte("k"), func(b []byte) { v = string(b) })
+		return v, ok
+	}
+	if v, ok := stale(); !ok || v != "v" {
+		t.Fatalf("fresh entry through GetStale: %q %v", v, ok)
+	}
+	clk.advance(2 * time.Second)
+	if _, ok := get(c, "k"); ok {
+		t.Fatal("Get served an expired entry")
+	}
+	if v, ok := stale(); !ok || v != "v" {
+		t.Fatalf("GetStale within StaleFor: %q %v", v, ok)
+	}
+	c.reapExpired()
+	if _, ok := stale(); !ok {
+		t.Fatal("the reaper removed an entry still within StaleFor")
+	}
+	clk.advance(time.Minute)
+	if _, ok := stale(); ok {
+		t.Fatal("GetStale past StaleFor")
+	}
+	c.reapExpired()
+	if st := c.Stats(); st.Len != 0 || st.Expirations != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
 func TestInvalidateAndClear(t *testing.T) {
 	c := newTest(t, Config{Capacity: 100, TTL: time.Minute})
 	for i := range 10 {

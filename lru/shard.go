@@ -47,12 +47,13 @@ type shard struct {
 	arena     arena
 	capacity  int   // most entries
 	maxBytes  int64 // most key and value bytes; 0 means no limit
+	staleFor  int64 // how long past its deadline an entry is kept for GetStale
 	stats     shardStats
 	_         [64]byte // keep neighbouring shards' locks on separate cache lines
 }
 
-func (s *shard) init(capacity int, maxBytes int64) {
-	s.capacity, s.maxBytes = capacity, maxBytes
+func (s *shard) init(capacity int, maxBytes, staleFor int64) {
+	s.capacity, s.maxBytes, s.staleFor = capacity, maxBytes, staleFor
 	s.maxSlots = capacity + capacity/4 + 1
 	s.reset()
 }
@@ -89,14 +90,28 @@ func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte)) bool {
 	}
 	e := &s.entries[i]
 	if now >= e.expireAt {
-		s.remove(i, pos)
-		s.stats.expirations++
+		if now >= e.expireAt+s.staleFor { // not even kept for GetStale
+			s.remove(i, pos)
+			s.stats.expirations++
+		}
 		s.stats.misses++
 		return false
 	}
 	s.moveToFront(i)
 	s.stats.hits++
 	visit(s.valueOf(e))
+	return true
+}
+
+// getStale is get for an entry that may be up to staleFor past its deadline.
+func (s *shard) getStale(key []byte, h uint64, now int64, visit func([]byte)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, _ := s.find(key, h)
+	if i == 0 || now >= s.entries[i].expireAt+s.staleFor {
+		return false
+	}
+	visit(s.valueOf(&s.entries[i]))
 	return true
 }
 
@@ -178,10 +193,10 @@ func (s *shard) invalidate(key []byte, h uint64) bool {
 	return true
 }
 
-// reap removes up to max entries whose deadline has passed and reports
-// whether more are due.
+// reap removes up to max entries whose deadline (plus staleFor) has passed
+// and reports whether more are due.
 func (s *shard) reap(now int64, max int) (n int, more bool) {
-	for len(s.heap) > 0 && s.entries[s.heap[0]].expireAt <= now {
+	for len(s.heap) > 0 && s.entries[s.heap[0]].expireAt+s.staleFor <= now {
 		if n == max {
 			return n, true
 		}

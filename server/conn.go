@@ -17,6 +17,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -281,7 +282,7 @@ func (s *Server) closeWhenWritten(cn *conn) {
 func (s *Server) fetch(cn *conn, sl *slot, keys []string, parts []int) {
 	s.pending.Add(int64(len(keys)))
 	s.backend.FetchMany(keys, func(i int, r backend.Result) {
-		s.post(delivery{cn: cn, sl: sl, part: parts[i], r: r})
+		s.post(delivery{cn: cn, sl: sl, part: parts[i], key: keys[i], r: r})
 	})
 }
 
@@ -299,6 +300,7 @@ type delivery struct {
 	cn   *conn
 	sl   *slot
 	part int
+	key  string
 	r    backend.Result
 }
 
@@ -341,10 +343,24 @@ func (s *Server) drainInbox(lp *loop) {
 	lp.inbox.mu.Unlock()
 	for _, d := range batch {
 		s.pending.Add(-1)
-		s.deliver(d.cn, d.sl, d.part, d.r)
+		s.deliver(d.cn, d.sl, d.part, s.orStale(d.key, d.r))
 	}
 	clear(batch)
 	lp.inbox.spare = batch[:0]
+}
+
+// orStale replaces a failed fetch's result by the key's stale value, if the
+// cache still has one within --stale-if-error. An error reply from Redis
+// (WRONGTYPE) is an answer, not a failure, and stands.
+func (s *Server) orStale(key string, r backend.Result) backend.Result {
+	var reply backend.ReplyError
+	if r.Err == nil || errors.As(r.Err, &reply) {
+		return r
+	}
+	s.cache.GetStale([]byte(key), func(v []byte) {
+		r = backend.Result{Value: append([]byte(nil), v...), Found: true}
+	})
+	return r
 }
 
 // deliver fills a slot with a fetch result on cn's loop and writes what is

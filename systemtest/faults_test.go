@@ -216,3 +216,34 @@ func TestRedisFaultsUnderLoad(t *testing.T) {
 		t.Fatalf("misses served again only %v after Redis was back", recovered)
 	}
 }
+
+// --stale-if-error: with Redis gone, an entry that expired less than that ago
+// is served instead of an error; fresh values return with Redis.
+func TestStaleIfError(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "k", "old")
+	p := startProxy(t, redis.Addr, "--ttl", "200ms", "--stale-if-error", "1h")
+	rc := dialRESP(t, p.addr)
+	if got := respGet(rc, "k"); got != "old" {
+		t.Fatal(got)
+	}
+	redis.Stop()
+	time.Sleep(300 * time.Millisecond) // past the TTL
+	if got := respGet(rc, "k"); got != "old" {
+		t.Fatalf("expired entry with Redis down: %q, want the stale value", got)
+	}
+	if status, body := dialHTTP(t, p.addr).get("k"); status != 200 || body != "old" {
+		t.Fatalf("HTTP: %d %q", status, body)
+	}
+	if got := respGet(rc, "never-cached"); !strings.HasPrefix(got, "ERR: ERR backend unavailable") {
+		t.Fatalf("uncached key with Redis down: %q", got)
+	}
+	redis.Restart() // empty: the key is gone from Redis
+	redis.Do("SET", "k", "new")
+	eventually(t, "the fresh value", func() string {
+		if got := respGet(rc, "k"); got != "new" {
+			return got
+		}
+		return ""
+	})
+}

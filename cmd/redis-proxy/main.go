@@ -40,6 +40,7 @@ type config struct {
 	maxParallel     int
 	loops           int
 	backendTimeout  time.Duration
+	staleIfError    time.Duration
 	shutdownTimeout time.Duration
 	pinCPUs         bool
 	logLevel        string
@@ -69,6 +70,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.IntVar(&c.maxParallel, "max-parallel", 256, "backend fetches in flight at once (more are queued)")
 	fs.IntVar(&c.loops, "loops", 0, "event loops (0 = one per CPU)")
 	fs.DurationVar(&c.backendTimeout, "backend-timeout", time.Second, "longest wait for Redis on a miss (then 504 / -ERR backend timeout)")
+	fs.DurationVar(&c.staleIfError, "stale-if-error", 0, "when Redis fails, serve an entry expired less than this ago (0 = off)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 5*time.Second, "on SIGINT/SIGTERM, longest wait for answers in flight")
 	fs.BoolVar(&c.pinCPUs, "pin-cpus", true, "pin each event loop's thread to its own CPU")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -138,6 +140,8 @@ func (c *config) validate() error {
 		return usageError{fmt.Sprintf("--loops: must be 0 (one per CPU) to 256, got %d", c.loops)}
 	case c.backendTimeout <= 0:
 		return usageError{fmt.Sprintf("--backend-timeout: must be positive, got %s", c.backendTimeout)}
+	case c.staleIfError < 0:
+		return usageError{fmt.Sprintf("--stale-if-error: must be 0 (off) or positive, got %s", c.staleIfError)}
 	case c.shutdownTimeout <= 0:
 		return usageError{fmt.Sprintf("--shutdown-timeout: must be positive, got %s", c.shutdownTimeout)}
 	}
@@ -210,7 +214,7 @@ func run(cfg config) error {
 	level, _ := logLevel(cfg.logLevel)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	cache := lru.New(lru.Config{Capacity: cfg.capacity, MaxBytes: int64(cfg.maxMemory), TTL: cfg.ttl})
+	cache := lru.New(lru.Config{Capacity: cfg.capacity, MaxBytes: int64(cfg.maxMemory), TTL: cfg.ttl, StaleFor: cfg.staleIfError})
 	defer cache.Close()
 	be, err := backend.New(backend.Config{
 		Addr:        cfg.redis,

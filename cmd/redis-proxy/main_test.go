@@ -48,6 +48,7 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--loops=300"}, nil, "--loops"},
 		{[]string{"--listen="}, nil, "--listen"},
 		{[]string{"--max-memory=-1"}, nil, "--max-memory"},
+		{[]string{"--stale-if-error=-1s"}, nil, "--stale-if-error"},
 		{[]string{"--max-memory=12parsecs"}, nil, "--max-memory"},
 		{[]string{"--bogus"}, nil, "unknown flag --bogus"},
 		{nil, map[string]string{"REDIS_PROXY_MAX_CLIENTS": "many"}, "REDIS_PROXY_MAX_CLIENTS (--max-clients)"},
