@@ -213,12 +213,37 @@ func (c *Client) Close() {
 	c.rc.Close()
 }
 
+// maxBatch bounds the GETs one worker sends together.
+const maxBatch = 128
+
+// work sends the GETs of queued jobs, taking as many as are waiting (up to
+// maxBatch GETs) into one DoMulti, so that a backlog of misses goes to Redis
+// in a few large pipelines rather than many small ones.
 func (c *Client) work() {
 	defer c.workers.Done()
+	var flights []*flight
 	for j := range c.jobs {
 		c.queued.Add(-1)
-		results := c.get(j.flights, j.deadline)
-		for i, f := range j.flights {
+		flights = append(flights[:0], j.flights...)
+		deadline := j.deadline
+	more:
+		for len(flights) < maxBatch {
+			select {
+			case next, ok := <-c.jobs:
+				if !ok {
+					break more
+				}
+				c.queued.Add(-1)
+				flights = append(flights, next.flights...)
+				if next.deadline.Before(deadline) {
+					deadline = next.deadline
+				}
+			default:
+				break more
+			}
+		}
+		results := c.get(flights, deadline)
+		for i, f := range flights {
 			c.land(f, results[i])
 		}
 	}
@@ -269,8 +294,9 @@ func classify(err error) error {
 	if re, ok := rueidis.IsRedisErr(err); ok {
 		return ReplyError(withCode(re.Error()))
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return ErrTimeout
+	var netErr net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout() {
+		return ErrTimeout // Redis is there but too slow: even a dial can time out on a hung Redis
 	}
 	return &UnavailableError{err}
 }
