@@ -49,10 +49,17 @@ type Config struct {
 	// QueueLen is how many fetches may wait for a worker; beyond it Fetch
 	// refuses with ErrOverloaded.
 	QueueLen int
+	// Prepare, if set, is called when a GET of key is about to be sent; what
+	// it returns is handed to OnResult with the result (a cache version, so
+	// that a value an invalidation overtook is not cached).
+	Prepare func(key string) uint64
 	// OnResult, if set, is called once per GET sent, with its result, before
 	// the waiters are told and before later fetches of the key stop joining
 	// this one: the place to cache the value so that no second GET follows.
-	OnResult func(key string, r Result)
+	OnResult func(key string, token uint64, r Result)
+	// Tracking, if set, subscribes to Redis's invalidation messages
+	// (tracking.go).
+	Tracking *Tracking
 }
 
 // Result is the outcome of one fetch: a value, no such key (Found false, Err
@@ -100,7 +107,9 @@ type job struct {
 type Client struct {
 	rc       rueidis.Client
 	timeout  time.Duration
-	onResult func(string, Result)
+	prepare  func(string) uint64
+	onResult func(string, uint64, Result)
+	tracker  *tracker
 	jobs     chan job
 	queued   atomic.Int64 // jobs reserved in the queue
 	queueLen int64
@@ -129,13 +138,17 @@ func New(cfg Config) (*Client, error) {
 	if rc == nil {
 		return nil, err
 	}
-	c := &Client{rc: rc, timeout: cfg.Timeout, onResult: cfg.OnResult, jobs: make(chan job, cfg.QueueLen), queueLen: int64(cfg.QueueLen)}
+	c := &Client{rc: rc, timeout: cfg.Timeout, prepare: cfg.Prepare, onResult: cfg.OnResult,
+		jobs: make(chan job, cfg.QueueLen), queueLen: int64(cfg.QueueLen)}
 	for i := range c.flights {
 		c.flights[i].m = make(map[string]*flight)
 	}
 	c.workers.Add(cfg.MaxParallel)
 	for range cfg.MaxParallel {
 		go c.work()
+	}
+	if cfg.Tracking != nil {
+		c.tracker = startTracker(rc, *cfg.Tracking, cfg.Timeout)
 	}
 	return c, nil
 }
@@ -205,11 +218,14 @@ func (c *Client) Stats() Stats {
 		Queued: len(c.jobs), Down: c.down.Load()}
 }
 
-// Close finishes the queued fetches, stops the workers and closes the
-// connections. No Fetch may be called after Close.
+// Close finishes the queued fetches, stops the workers and the tracker, and
+// closes the connections. No Fetch may be called after Close.
 func (c *Client) Close() {
 	close(c.jobs)
 	c.workers.Wait()
+	if c.tracker != nil {
+		c.tracker.stop()
+	}
 	c.rc.Close()
 }
 

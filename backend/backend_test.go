@@ -180,7 +180,7 @@ func TestCoalescing(t *testing.T) {
 	redis := redistest.Start(t)
 	var cached []string
 	c, err := New(Config{Addr: redis.Addr, Timeout: 5 * time.Second, MaxParallel: 8, QueueLen: 64,
-		OnResult: func(k string, r Result) { cached = append(cached, k+"="+string(r.Value)) }})
+		OnResult: func(k string, _ uint64, r Result) { cached = append(cached, k+"="+string(r.Value)) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,5 +267,57 @@ func TestTimeoutCountsQueueing(t *testing.T) {
 	}
 	if c.Stats().Fetches != sent {
 		t.Fatal("a fetch whose time had run out was sent")
+	}
+}
+
+// The tracker hears every write (BCAST), tells FLUSHALL apart from a dropped
+// connection, and resyncs (flushes) once tracking is back after a drop.
+func TestTracking(t *testing.T) {
+	redis := redistest.Start(t)
+	keys := make(chan string, 100)
+	flushes := make(chan struct{}, 100)
+	c, err := New(Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 2, QueueLen: 16, Tracking: &Tracking{
+		OnInvalidate: func(ks []string) {
+			for _, k := range ks {
+				keys <- k
+			}
+		},
+		OnFlush:       func() { flushes <- struct{}{} },
+		OnUnsupported: func(err error) { t.Errorf("tracking unsupported: %v", err) },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	wait := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s", what)
+		}
+	}
+	wait("flush when tracking first comes on", flushes)
+	redis.Do("SET", "a", "1")
+	select {
+	case k := <-keys:
+		if k != "a" {
+			t.Fatalf("invalidated %q, want a", k)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no invalidation for a SET")
+	}
+	redis.Do("FLUSHALL")
+	wait("flush for FLUSHALL", flushes)
+	redis.Do("CLIENT", "KILL", "TYPE", "pubsub") // BCAST connections count as pubsub in 7.0; harmless if not
+	redis.Do("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
+	wait("resync after the connection dropped", flushes)
+	redis.Do("SET", "b", "2")
+	for k := ""; k != "b"; {
+		select {
+		case k = <-keys:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no invalidation after the reconnect")
+		}
 	}
 }

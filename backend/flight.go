@@ -21,6 +21,7 @@ const flightShards = 64
 
 type flight struct {
 	key     string
+	token   uint64 // from Config.Prepare, for OnResult
 	waiters []func(Result)
 }
 
@@ -52,6 +53,9 @@ func (c *Client) join(key string, done func(Result), canStart func() bool) (*fli
 		return nil, refused
 	}
 	f := &flight{key: key, waiters: []func(Result){done}}
+	if c.prepare != nil {
+		f.token = c.prepare(key)
+	}
 	sh.m[key] = f
 	return f, startedFlight
 }
@@ -59,7 +63,7 @@ func (c *Client) join(key string, done func(Result), canStart func() bool) (*fli
 // land delivers a flight's result to its waiters.
 func (c *Client) land(f *flight, r Result) {
 	if c.onResult != nil {
-		c.onResult(f.key, r)
+		c.onResult(f.key, f.token, r)
 	}
 	sh := &c.flights[xxhash.Sum64String(f.key)%flightShards]
 	sh.mu.Lock()

@@ -183,7 +183,22 @@ func (c *Cache) GetStale(key []byte, visit func(value []byte)) bool {
 // not cached (and any older entry for the key is dropped).
 func (c *Cache) Set(key string, value []byte) {
 	h := xxhash.Sum64String(key)
-	c.shardOf(h).set(bytesOf(key), value, h, c.clock()+c.ttl)
+	c.shardOf(h).set(bytesOf(key), value, h, c.clock()+c.ttl, anyVersion)
+}
+
+// Version returns a token for key's shard that changes whenever a key of
+// that shard is invalidated or the cache is cleared. Take it before fetching
+// a value, and store the value with SetIfVersion: a value that an
+// invalidation may have made stale while it was in flight is then dropped.
+func (c *Cache) Version(key string) uint64 {
+	return c.shardOf(xxhash.Sum64String(key)).version.Load()
+}
+
+// SetIfVersion is Set, unless key's shard has seen an invalidation (or a
+// Clear) since version was taken; then it does nothing.
+func (c *Cache) SetIfVersion(key string, value []byte, version uint64) {
+	h := xxhash.Sum64String(key)
+	c.shardOf(h).set(bytesOf(key), value, h, c.clock()+c.ttl, version)
 }
 
 // Invalidate drops key's entry, if any, and reports whether there was one.
@@ -197,6 +212,7 @@ func (c *Cache) Clear() {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
+		s.version.Add(1)
 		s.stats.invalidations += uint64(s.live)
 		s.reset()
 		s.mu.Unlock()

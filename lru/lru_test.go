@@ -202,6 +202,28 @@ func TestInvalidateAndClear(t *testing.T) {
 	}
 }
 
+// A value fetched before an invalidation of its key must not be cached after
+// it: the invalidation may have been for exactly that value.
+func TestSetIfVersion(t *testing.T) {
+	c := newTest(t, Config{Capacity: 100, TTL: time.Minute})
+	v := c.Version("k") // a fetch of k starts
+	c.Invalidate("k")   // k changes in Redis meanwhile
+	c.SetIfVersion("k", []byte("old"), v)
+	if _, ok := get(c, "k"); ok {
+		t.Fatal("a value fetched before the invalidation was cached")
+	}
+	v = c.Version("k")
+	c.Clear()
+	c.SetIfVersion("k", []byte("old"), v)
+	if _, ok := get(c, "k"); ok {
+		t.Fatal("a value fetched before a Clear was cached")
+	}
+	c.SetIfVersion("k", []byte("new"), c.Version("k"))
+	if got, ok := get(c, "k"); !ok || got != "new" {
+		t.Fatalf("an undisturbed fetch: %q %v", got, ok)
+	}
+}
+
 func TestMaxBytes(t *testing.T) {
 	c := newTest(t, Config{Capacity: 100, MaxBytes: 1000, TTL: time.Minute})
 	for i := range 20 {

@@ -10,6 +10,7 @@ package lru
 
 import (
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
@@ -37,6 +38,9 @@ type shardStats struct {
 }
 
 type shard struct {
+	// version changes whenever a key of the shard is invalidated (or all
+	// are cleared); SetIfVersion refuses a value fetched before the change.
+	version   atomic.Uint64
 	mu        sync.Mutex // guards everything below
 	entries   []entry    // entries[0] is the LRU sentinel
 	freeEntry uint32     // first free entry, 0 if none
@@ -115,11 +119,17 @@ func (s *shard) getStale(key []byte, h uint64, now int64, visit func([]byte)) bo
 	return true
 }
 
-func (s *shard) set(key, value []byte, h uint64, expireAt int64) {
+// anyVersion makes set skip the version check.
+const anyVersion = ^uint64(0)
+
+func (s *shard) set(key, value []byte, h uint64, expireAt int64, version uint64) {
 	size := len(key) + len(value)
 	cacheable := s.capacity > 0 && len(key) <= maxKeyLen && (s.maxBytes == 0 || int64(size) <= s.maxBytes)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if version != anyVersion && s.version.Load() != version {
+		return // fetched before an invalidation in this shard: possibly stale
+	}
 	i, pos := s.find(key, h)
 	if i != 0 {
 		if !cacheable { // the old value must not outlive the new one
@@ -184,6 +194,7 @@ func (s *shard) rewrite(i uint32, key, value []byte, expireAt int64) {
 func (s *shard) invalidate(key []byte, h uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.version.Add(1) // even if the key is not cached: its fetch may be under way
 	i, pos := s.find(key, h)
 	if i == 0 {
 		return false

@@ -278,7 +278,7 @@ func (s *Server) closeWhenWritten(cn *conn) {
 // fetch asks the backend for keys (copies: the parsed ones alias the read
 // buffer); the result for keys[i] fills part parts[i] of sl, on cn's loop.
 // The backend coalesces fetches of a key already being fetched and caches
-// what it fetches (FillCache) before anyone is answered.
+// what it fetches (CacheFill) before anyone is answered.
 func (s *Server) fetch(cn *conn, sl *slot, keys []string, parts []int) {
 	s.pending.Add(int64(len(keys)))
 	s.backend.FetchMany(keys, func(i int, r backend.Result) {
@@ -286,12 +286,29 @@ func (s *Server) fetch(cn *conn, sl *slot, keys []string, parts []int) {
 	})
 }
 
-// FillCache returns the backend hook that caches every value it fetches.
-func FillCache(cache *lru.Cache) func(string, backend.Result) {
-	return func(key string, r backend.Result) {
+// CacheFill returns the backend hooks that cache every value fetched: the
+// cache's version is taken when a GET starts, and the value is stored only if
+// no invalidation has touched its shard since (the value may be stale).
+func CacheFill(cache *lru.Cache) (prepare func(string) uint64, onResult func(string, uint64, backend.Result)) {
+	return cache.Version, func(key string, version uint64, r backend.Result) {
 		if r.Found {
-			cache.Set(key, r.Value)
+			cache.SetIfVersion(key, r.Value, version)
 		}
+	}
+}
+
+// CacheTracking returns the invalidation hooks that keep cache coherent
+// with Redis; unsupported is called if Redis cannot track.
+func CacheTracking(cache *lru.Cache, prefixes []string, unsupported func(error)) *backend.Tracking {
+	return &backend.Tracking{
+		Prefixes: prefixes,
+		OnInvalidate: func(keys []string) {
+			for _, k := range keys {
+				cache.Invalidate(k)
+			}
+		},
+		OnFlush:       cache.Clear,
+		OnUnsupported: unsupported,
 	}
 }
 

@@ -56,6 +56,7 @@ func (s *Server) info() string {
 		status = "down"
 	}
 	field("backend_status", status)
+	field("invalidation", s.backend.TrackingState())
 	b.WriteString("\r\n")
 	section("Clients")
 	field("connected_clients", s.clients.Load())

@@ -118,8 +118,9 @@ func newTestServerWith(t testing.TB, cache *lru.Cache, be *backend.Client) (*Ser
 func newTestProxy(t *testing.T) (*redistest.Server, *Server, *fakeLoop) {
 	redis := redistest.Start(t)
 	cache := newTestCache()
+	prepare, onResult := CacheFill(cache)
 	be, err := backend.New(backend.Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 4, QueueLen: 4096,
-		OnResult: FillCache(cache)})
+		Prepare: prepare, OnResult: onResult})
 	if err != nil {
 		t.Fatal(err)
 	}

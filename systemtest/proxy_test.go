@@ -17,7 +17,9 @@ import (
 
 func TestGetHitAndMiss(t *testing.T) {
 	redis := redistest.Start(t)
-	p := startProxy(t, redis.Addr, "--ttl", "1h")
+	// --invalidation=false: values are changed behind the proxy's back to see
+	// that it answers from its cache.
+	p := startProxy(t, redis.Addr, "--ttl", "1h", "--invalidation=false")
 	redis.Do("SET", "r", "resp-value")
 	redis.Do("SET", "h", "http-value")
 	rc, hc := dialRESP(t, p.addr), dialHTTP(t, p.addr)
@@ -108,7 +110,7 @@ func TestValueSizes(t *testing.T) {
 func TestTTL(t *testing.T) {
 	redis := redistest.Start(t)
 	const ttl = 800 * time.Millisecond
-	p := startProxy(t, redis.Addr, "--ttl", ttl.String())
+	p := startProxy(t, redis.Addr, "--ttl", ttl.String(), "--invalidation=false") // TTL alone
 	redis.Do("SET", "k", "old")
 	rc := dialRESP(t, p.addr)
 	start := time.Now() // the entry is stored after this...
@@ -135,7 +137,8 @@ func TestTTL(t *testing.T) {
 // With capacity N, reading N+1 keys evicts the least recently read one.
 func TestLRUEviction(t *testing.T) {
 	redis := redistest.Start(t)
-	p := startProxy(t, redis.Addr, "--capacity", "3", "--ttl", "1h")
+	// --invalidation=false: changed values show which keys stayed cached.
+	p := startProxy(t, redis.Addr, "--capacity", "3", "--ttl", "1h", "--invalidation=false")
 	for _, k := range []string{"a", "b", "c", "d"} {
 		redis.Do("SET", k, "old-"+k)
 	}
@@ -161,7 +164,7 @@ func TestLRUEviction(t *testing.T) {
 // With --max-memory, the cache evicts by bytes as well as by keys.
 func TestMaxMemory(t *testing.T) {
 	redis := redistest.Start(t)
-	p := startProxy(t, redis.Addr, "--max-memory", "4MiB", "--ttl", "1h")
+	p := startProxy(t, redis.Addr, "--max-memory", "4MiB", "--ttl", "1h", "--invalidation=false")
 	big := strings.Repeat("x", 1500<<10) // three of these do not fit in 4 MiB
 	for _, k := range []string{"a", "b", "c"} {
 		redis.Do("SET", k, k+big)

@@ -41,6 +41,8 @@ type config struct {
 	loops           int
 	backendTimeout  time.Duration
 	staleIfError    time.Duration
+	invalidation    bool
+	trackPrefixes   string
 	shutdownTimeout time.Duration
 	pinCPUs         bool
 	logLevel        string
@@ -71,6 +73,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.IntVar(&c.loops, "loops", 0, "event loops (0 = one per CPU)")
 	fs.DurationVar(&c.backendTimeout, "backend-timeout", time.Second, "longest wait for Redis on a miss (then 504 / -ERR backend timeout)")
 	fs.DurationVar(&c.staleIfError, "stale-if-error", 0, "when Redis fails, serve an entry expired less than this ago (0 = off)")
+	fs.BoolVar(&c.invalidation, "invalidation", true, "drop keys Redis says changed (CLIENT TRACKING BCAST); false: TTL only")
+	fs.StringVar(&c.trackPrefixes, "track-prefix", "", "comma-separated key `prefixes` to track (empty: all keys)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 5*time.Second, "on SIGINT/SIGTERM, longest wait for answers in flight")
 	fs.BoolVar(&c.pinCPUs, "pin-cpus", true, "pin each event loop's thread to its own CPU")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -216,12 +220,27 @@ func run(cfg config) error {
 
 	cache := lru.New(lru.Config{Capacity: cfg.capacity, MaxBytes: int64(cfg.maxMemory), TTL: cfg.ttl, StaleFor: cfg.staleIfError})
 	defer cache.Close()
+	prepare, onResult := server.CacheFill(cache)
+	var tracking *backend.Tracking
+	if cfg.invalidation {
+		var prefixes []string
+		for _, p := range strings.Split(cfg.trackPrefixes, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				prefixes = append(prefixes, p)
+			}
+		}
+		tracking = server.CacheTracking(cache, prefixes, func(err error) {
+			log.Warn("Redis refused CLIENT TRACKING; running on TTLs only", "err", err)
+		})
+	}
 	be, err := backend.New(backend.Config{
 		Addr:        cfg.redis,
 		Timeout:     cfg.backendTimeout,
 		MaxParallel: cfg.maxParallel,
 		QueueLen:    min(1024*cfg.maxParallel, 1<<20),
-		OnResult:    server.FillCache(cache),
+		Prepare:     prepare,
+		OnResult:    onResult,
+		Tracking:    tracking,
 	})
 	if err != nil {
 		return usageError{"--redis: " + err.Error()}

@@ -1,0 +1,153 @@
+// Invalidation: Redis tells the proxy which keys changed, so that the TTL is
+// only a backstop.
+//
+// A tracker holds one dedicated RESP3 connection on which it turns on
+// CLIENT TRACKING in BCAST mode: Redis then pushes the name of every key
+// written (optionally only keys under the given prefixes) to this connection,
+// and the tracker hands each batch to OnInvalidate. BCAST rather than the
+// default mode because the proxy reads on other connections than the one
+// that would be tracked, and because BCAST costs Redis no memory per key
+// read: it keeps only the prefix table, and pays for it with one message per
+// write (to every BCAST client), which is why --track-prefix exists.
+//
+// A null invalidation means FLUSHALL/FLUSHDB: everything goes (OnFlush).
+// rueidis also calls the hook with null when the connection drops; the
+// tracker tells the two apart by its error channel, which is fed first on a
+// drop. While the connection is down, cached keys keep being served (the TTL
+// bounds their staleness); once tracking is back on, OnFlush clears the cache,
+// since invalidations may have been lost in between. A Redis without
+// tracking (before 6) answers CLIENT TRACKING with an error: the tracker
+// logs it once, through OnUnsupported, and the proxy runs on TTLs alone.
+
+package backend
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Tracking configures invalidation.
+type Tracking struct {
+	Prefixes      []string            // BCAST prefixes; none: every key
+	OnInvalidate  func(keys []string) // these keys changed in Redis
+	OnFlush       func()              // everything may have changed
+	OnUnsupported func(err error)     // Redis refused CLIENT TRACKING
+}
+
+type tracker struct {
+	Tracking
+	rc          rueidis.Client
+	timeout     time.Duration
+	active      atomic.Bool // tracking is on right now
+	unsupported atomic.Bool // Redis refused it
+	quit        chan struct{}
+	done        sync.WaitGroup
+}
+
+func startTracker(rc rueidis.Client, cfg Tracking, timeout time.Duration) *tracker {
+	t := &tracker{Tracking: cfg, rc: rc, timeout: timeout, quit: make(chan struct{})}
+	t.done.Add(1)
+	go t.run()
+	return t
+}
+
+func (t *tracker) stop() {
+	close(t.quit)
+	t.done.Wait()
+}
+
+// run keeps a tracking connection up, reconnecting with backoff.
+func (t *tracker) run() {
+	defer t.done.Done()
+	backoff := 50 * time.Millisecond
+	for {
+		err, unsupported := t.track()
+		if unsupported {
+			t.unsupported.Store(true)
+			t.OnUnsupported(err)
+			return
+		}
+		select {
+		case <-t.quit:
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+		if err == nil { // tracking was up until the drop: start quick again
+			backoff = 50 * time.Millisecond
+		}
+	}
+}
+
+// track turns tracking on over a dedicated connection and serves it until
+// the connection drops (or the tracker stops). It returns the error that
+// ended it, nil after a drop of a working connection.
+func (t *tracker) track() (err error, unsupported bool) {
+	dc, release := t.rc.Dedicate()
+	defer release()
+	var errs <-chan error
+	var mu sync.Mutex // orders the hook's reads of errs after its assignment
+	mu.Lock()
+	errs = dc.SetOnInvalidations(func(msgs []rueidis.RedisMessage) {
+		if msgs == nil {
+			mu.Lock()
+			ch := errs
+			mu.Unlock()
+			select {
+			case <-ch: // the connection dropped: run() will resync
+			default:
+				t.OnFlush() // FLUSHALL / FLUSHDB
+			}
+			return
+		}
+		keys := make([]string, 0, len(msgs))
+		for _, m := range msgs {
+			if k, err := m.ToString(); err == nil {
+				keys = append(keys, k)
+			}
+		}
+		t.OnInvalidate(keys)
+	})
+	mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), t.timeout)
+	args := []string{"ON", "BCAST"}
+	for _, p := range t.Prefixes {
+		args = append(args, "PREFIX", p)
+	}
+	err = dc.Do(ctx, dc.B().Arbitrary("CLIENT", "TRACKING").Args(args...).Build()).Error()
+	cancel()
+	if _, isReply := rueidis.IsRedisErr(err); isReply {
+		return err, true
+	}
+	if err != nil {
+		return err, false
+	}
+	// Invalidations may have been missed while there was no tracking.
+	t.OnFlush()
+	t.active.Store(true)
+	defer t.active.Store(false)
+	select {
+	case <-errs:
+	case <-t.quit:
+	}
+	return nil, false
+}
+
+// TrackingState says whether invalidation is working: "on", "off" (not
+// configured), "reconnecting", or "unsupported" (Redis refused tracking).
+func (c *Client) TrackingState() string {
+	switch t := c.tracker; {
+	case t == nil:
+		return "off"
+	case t.active.Load():
+		return "on"
+	case t.unsupported.Load():
+		return "unsupported"
+	}
+	return "reconnecting"
+}
