@@ -29,7 +29,9 @@ func goroutines(t testing.TB, pprof string) int {
 
 // proxyInfo returns one field of the proxy's INFO.
 func proxyInfo(t testing.TB, addr, field string) string {
-	info := dialRESP(t, addr).do("INFO").String()
+	rc := dialRESP(t, addr)
+	defer rc.c.Close() // at once: --max-clients tests count connections
+	info := rc.do("INFO").String()
 	m := regexp.MustCompile(field + `:(\S+)`).FindStringSubmatch(info)
 	if m == nil {
 		t.Fatalf("INFO has no %s:\n%s", field, info)

@@ -88,6 +88,7 @@ func startProxy(t testing.TB, redisAddr string, flags ...string) *proxy {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
+			p.awaitTracking()
 			return p
 		}
 		select {
@@ -101,6 +102,19 @@ func startProxy(t testing.TB, redisAddr string, flags ...string) *proxy {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// awaitTracking waits until invalidation tracking is settled (on, off or
+// unsupported): turning it on clears the cache, which must not happen under
+// a test that has just cached something.
+func (p *proxy) awaitTracking() {
+	p.t.Helper()
+	eventually(p.t, "invalidation tracking to settle", func() string {
+		if got := proxyInfo(p.t, p.addr, "invalidation"); got == "reconnecting" {
+			return got
+		}
+		return ""
+	})
 }
 
 // stop sends SIGTERM and returns the exit error once the process is gone.
