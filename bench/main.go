@@ -36,6 +36,7 @@ type settings struct {
 	sweepRequests           int
 	wrkDuration             time.Duration
 	sweepClients            []int // client counts of the connections sweep
+	writes                  int   // writes timed for staleness
 }
 
 var (
@@ -57,10 +58,10 @@ func fatalf(format string, args ...any) {
 func main() {
 	flag.Parse()
 	s := settings{runs: 3, requestsP1: 150_000, requestsP16: 1_500_000, sweepRequests: 100_000,
-		wrkDuration: 5 * time.Second, sweepClients: []int{1, 8, 50, 200, 1000}}
+		wrkDuration: 5 * time.Second, sweepClients: []int{1, 8, 50, 200, 1000}, writes: 10000}
 	if *quick {
 		s = settings{runs: 1, requestsP1: 40_000, requestsP16: 300_000, sweepRequests: 20_000,
-			wrkDuration: 2 * time.Second, sweepClients: []int{1, 50, 1000}}
+			wrkDuration: 2 * time.Second, sweepClients: []int{1, 50, 1000}, writes: 1000}
 	}
 	for _, tool := range []string{"redis-server", "redis-benchmark", "wrk", *proxyBin, *ceilBin} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -80,11 +81,12 @@ func main() {
 	pprofAddr := freeAddr()
 	hit := lb.startProxy("redis-proxy (hits)", *proxyBin, redis.addr, "--ttl", "1h", "--capacity", "100000", "--pprof", pprofAddr)
 	miss := lb.startProxy("redis-proxy (misses)", *proxyBin, redis.addr, "--capacity", "0")
+	ttlOnly := lb.startProxy("redis-proxy (hits, TTL only)", *proxyBin, redis.addr, "--ttl", "1h", "--capacity", "100000", "--invalidation=false")
 	twem := lb.startTwemproxy(redis.addr)
 	webdis := lb.startWebdis(redis.addr)
 	ceilAddr := freeAddr()
 	ceiling := lb.start("gnet ceiling", ceilAddr, *ceilBin, "-listen", ceilAddr)
-	load(redis, keys, valueSize, hit)
+	load(redis, keys, valueSize, hit, ttlOnly)
 
 	rep := &report{settings: s, started: started, proxyFlags: map[string]string{
 		hit.name:  "--ttl 1h --capacity 100000",
@@ -130,6 +132,18 @@ func main() {
 		}
 	}
 
+	// Coherence: staleness after a write, and the hit path under a write mix.
+	rep.staleness = staleness(redis, hit, s.writes)
+	progress("coherence: %s", rep.staleness)
+	if base, ok := find(rep.resp, hit.name, 1, 50); ok {
+		for _, pct := range []int{1, 10} {
+			wps := max(1, int(base.rps)*pct/100)
+			on := median(s.runs, func() result { return underWrites(redis, hit, wps, s.requestsP1) })
+			off := median(s.runs, func() result { return underWrites(redis, ttlOnly, wps, s.requestsP1) })
+			rep.writeMix = append(rep.writeMix, writeMixRow{pct, wps, on, off})
+			progress("write mix %d%% (%d SET/s): invalidation on %s, off %s", pct, wps, on, off)
+		}
+	}
 	rep.batching = batching(redis, miss, s)
 	progress("all-miss batching: %s", rep.batching)
 	rep.profile = profile(hit, pprofAddr, *proxyBin, s)

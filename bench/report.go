@@ -25,6 +25,13 @@ type row struct {
 	result
 }
 
+// writeMixRow is GET throughput through the proxy with and without
+// invalidation while Redis takes SETs at the given share of the read rate.
+type writeMixRow struct {
+	percent, writesPerSecond int
+	on, off                  result
+}
+
 type report struct {
 	settings
 	started, finished time.Time
@@ -33,6 +40,8 @@ type report struct {
 	notes             []string
 	profile           string
 	batching          string
+	staleness         string
+	writeMix          []writeMixRow
 	proxyFlags        map[string]string
 }
 
@@ -144,6 +153,15 @@ func (rep *report) markdown(svgRel string) string {
 		h, hok := find(rep.sweep, hits, 1, c)
 		t, tok := find(rep.sweep, twem, 1, c)
 		w("| %d | %s | %s | %s | %s |\n", c, cell(d, dok), cell(h, hok), cell(t, tok), ratio(h, hok, d, dok))
+	}
+
+	w("\n### Coherence (invalidation)\n\nStaleness: %s: from the SET's reply in Redis to the first GET through the proxy that returns the new value, reads polling.\n\n", rep.staleness)
+	if len(rep.writeMix) > 0 {
+		w("GET throughput through the proxy (redis-benchmark -t get -c 50 -P 1, all keys cached) while a writer SETs the same keys in Redis:\n\n")
+		w("| writes | invalidation on req/s | TTL only req/s | on / off |\n|---|---|---|---|\n")
+		for _, m := range rep.writeMix {
+			w("| %d%% of reads (%d SET/s) | %s | %s | %s |\n", m.percent, m.writesPerSecond, cell(m.on, m.on.err == ""), cell(m.off, m.off.err == ""), ratio(m.on, m.on.err == "", m.off, m.off.err == ""))
+		}
 	}
 
 	w("\n### Miss batching\n\nThe all-miss proxy under redis-benchmark -c 50 -P 16: %s (Redis's `cmdstat_get` calls over its `total_reads_processed`).\n", rep.batching)
