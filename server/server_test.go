@@ -230,6 +230,24 @@ func TestBackpressureByBytes(t *testing.T) {
 	}
 }
 
+// The backend hooks take the cache's version when a GET starts and store the
+// value only if no invalidation came in between: hold a fetch, invalidate its
+// key, release it, and the old value stays out of the cache.
+func TestFetchOvertakenByInvalidation(t *testing.T) {
+	cache := newTestCache()
+	prepare, onResult := CacheFill(cache)
+	token := prepare("k") // the GET of k is sent
+	cache.Invalidate("k") // Redis says k changed, before the reply is in
+	onResult("k", token, backend.Result{Value: []byte("old"), Found: true})
+	if cache.Get([]byte("k"), func([]byte) {}) {
+		t.Fatal("a value overtaken by an invalidation was cached")
+	}
+	onResult("k", prepare("k"), backend.Result{Value: []byte("new"), Found: true})
+	if !cache.Get([]byte("k"), func([]byte) {}) {
+		t.Fatal("an undisturbed fetch was not cached")
+	}
+}
+
 func TestMaxClients(t *testing.T) {
 	s, lp := newTestServer(t, nil)
 	s.cfg.MaxClients = 1

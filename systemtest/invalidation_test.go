@@ -2,6 +2,7 @@ package systemtest
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,4 +91,22 @@ func TestInvalidationAfterRestart(t *testing.T) {
 		}
 		return ""
 	})
+}
+
+// A backend that cannot track (here: another redis-proxy, which refuses
+// CLIENT TRACKING) leaves the proxy on TTLs alone, serving as before.
+func TestInvalidationUnsupported(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "k", "v")
+	inner := startProxy(t, redis.Addr)
+	outer := startProxy(t, inner.addr, "--ttl", "1h")
+	if got := proxyInfo(t, outer.addr, "invalidation"); got != "unsupported" {
+		t.Fatalf("invalidation: %s", got)
+	}
+	if got := respGet(dialRESP(t, outer.addr), "k"); got != "v" {
+		t.Fatalf("GET through two proxies: %q", got)
+	}
+	if !strings.Contains(outer.stderr.String(), "CLIENT TRACKING") {
+		t.Fatalf("no warning logged:\n%s", outer.stderr)
+	}
 }
