@@ -60,13 +60,18 @@ type Config struct {
 	// Tracking, if set, subscribes to Redis's invalidation messages
 	// (tracking.go).
 	Tracking *Tracking
+	// FetchTTL sends a PTTL with every GET, in the same pipeline, so that
+	// Result.TTL says how long Redis will keep the key.
+	FetchTTL bool
 }
 
 // Result is the outcome of one fetch: a value, no such key (Found false, Err
-// nil), or an error.
+// nil), or an error. TTL is how long Redis will keep the key (with
+// Config.FetchTTL; 0 when it has no expiry or was not asked).
 type Result struct {
 	Value []byte
 	Found bool
+	TTL   time.Duration
 	Err   error
 }
 
@@ -107,6 +112,7 @@ type job struct {
 type Client struct {
 	rc       rueidis.Client
 	timeout  time.Duration
+	fetchTTL bool
 	prepare  func(string) uint64
 	onResult func(string, uint64, Result)
 	tracker  *tracker
@@ -138,7 +144,7 @@ func New(cfg Config) (*Client, error) {
 	if rc == nil {
 		return nil, err
 	}
-	c := &Client{rc: rc, timeout: cfg.Timeout, prepare: cfg.Prepare, onResult: cfg.OnResult,
+	c := &Client{rc: rc, timeout: cfg.Timeout, fetchTTL: cfg.FetchTTL, prepare: cfg.Prepare, onResult: cfg.OnResult,
 		jobs: make(chan job, cfg.QueueLen), queueLen: int64(cfg.QueueLen)}
 	for i := range c.flights {
 		c.flights[i].m = make(map[string]*flight)
@@ -277,14 +283,40 @@ func (c *Client) get(flights []*flight, deadline time.Time) []Result {
 	c.fetches.Add(uint64(len(flights)))
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	cmds := make(rueidis.Commands, len(flights))
-	for i, f := range flights {
-		cmds[i] = c.rc.B().Get().Key(f.key).Build()
+	per := 1 // commands per key: GET, and PTTL with fetchTTL
+	if c.fetchTTL {
+		per = 2
 	}
-	for i, res := range c.rc.DoMulti(ctx, cmds...) {
-		results[i] = c.result(res)
+	cmds := make(rueidis.Commands, 0, per*len(flights))
+	for _, f := range flights {
+		cmds = append(cmds, c.rc.B().Get().Key(f.key).Build())
+		if c.fetchTTL {
+			cmds = append(cmds, c.rc.B().Pttl().Key(f.key).Build())
+		}
+	}
+	replies := c.rc.DoMulti(ctx, cmds...)
+	for i := range flights {
+		results[i] = c.result(replies[per*i])
+		if c.fetchTTL && results[i].Found {
+			results[i] = withTTL(results[i], replies[per*i+1])
+		}
 	}
 	return results
+}
+
+// withTTL adds the key's remaining lifetime from a PTTL reply: -1 means no
+// expiry; -2 (or 0) means the key expired or went away between the GET and
+// the PTTL, so it is reported missing rather than cached for a moment.
+func withTTL(r Result, pttl rueidis.RedisResult) Result {
+	ms, err := pttl.AsInt64()
+	switch {
+	case err != nil || ms == -1:
+	case ms <= 0:
+		return Result{}
+	default:
+		r.TTL = time.Duration(ms) * time.Millisecond
+	}
+	return r
 }
 
 func (c *Client) result(res rueidis.RedisResult) Result {

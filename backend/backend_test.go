@@ -321,3 +321,24 @@ func TestTracking(t *testing.T) {
 		}
 	}
 }
+
+// With FetchTTL, a fetch also reports how long Redis keeps the key.
+func TestFetchTTL(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "expiring", "v", "PX", "5000")
+	redis.Do("SET", "forever", "v")
+	c, err := New(Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 2, QueueLen: 16, FetchTTL: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if r := fetch(t, c, "expiring"); !r.Found || r.TTL <= 0 || r.TTL > 5*time.Second {
+		t.Fatalf("expiring: %+v", r)
+	}
+	if r := fetch(t, c, "forever"); !r.Found || r.TTL != 0 {
+		t.Fatalf("forever: %+v", r)
+	}
+	if r := fetch(t, c, "missing"); r.Found || r.Err != nil {
+		t.Fatalf("missing: %+v", r)
+	}
+}

@@ -81,6 +81,7 @@ func main() {
 	pprofAddr := freeAddr()
 	hit := lb.startProxy("redis-proxy (hits)", *proxyBin, redis.addr, "--ttl", "1h", "--capacity", "100000", "--pprof", pprofAddr)
 	miss := lb.startProxy("redis-proxy (misses)", *proxyBin, redis.addr, "--capacity", "0")
+	missNoTTL := lb.startProxy("redis-proxy (misses, --respect-redis-ttl=false)", *proxyBin, redis.addr, "--capacity", "0", "--respect-redis-ttl=false")
 	ttlOnly := lb.startProxy("redis-proxy (hits, TTL only)", *proxyBin, redis.addr, "--ttl", "1h", "--capacity", "100000", "--invalidation=false")
 	twem := lb.startTwemproxy(redis.addr)
 	webdis := lb.startWebdis(redis.addr)
@@ -143,6 +144,10 @@ func main() {
 			rep.writeMix = append(rep.writeMix, writeMixRow{pct, wps, on, off})
 			progress("write mix %d%% (%d SET/s): invalidation on %s, off %s", pct, wps, on, off)
 		}
+	}
+	rep.ttlCost = ttlCost(redis, s, miss, missNoTTL)
+	for _, r := range rep.ttlCost {
+		progress("TTL cost %-48s -P 1 %s, -P 16 %s, %.2f commands per miss", r.name, r.p1, r.p16, r.cmdsPerMiss)
 	}
 	rep.batching = batching(redis, miss, s)
 	progress("all-miss batching: %s", rep.batching)

@@ -84,10 +84,38 @@ func redisCounters(redis *target) map[string]int64 {
 		if v, ok := strings.CutPrefix(line, "total_reads_processed:"); ok {
 			counters["reads"], _ = strconv.ParseInt(v, 10, 64)
 		}
-		if v, ok := strings.CutPrefix(line, "cmdstat_get:calls="); ok {
-			v, _, _ = strings.Cut(v, ",")
-			counters["get"], _ = strconv.ParseInt(v, 10, 64)
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"); ok { // cmdstat_get:calls=N,...
+			name, stats, _ := strings.Cut(rest, ":calls=")
+			v, _, _ := strings.Cut(stats, ",")
+			counters[name], _ = strconv.ParseInt(v, 10, 64)
 		}
 	}
 	return counters
+}
+
+// ttlCostRow is the all-miss path with and without a PTTL per GET.
+type ttlCostRow struct {
+	name        string
+	p1, p16     result
+	cmdsPerMiss float64
+}
+
+// ttlCost measures what --respect-redis-ttl costs the miss path: throughput
+// of an all-miss proxy with it and without it, and the commands each miss
+// sends to Redis, from Redis's own counters.
+func ttlCost(redis *target, s settings, proxies ...*target) []ttlCostRow {
+	var rows []ttlCostRow
+	for _, p := range proxies {
+		before := redisCounters(redis)
+		row := ttlCostRow{name: p.name}
+		row.p1 = median(s.runs, func() result { return redisBenchmark(p, keys, 50, 1, s.requestsP1/2) })
+		row.p16 = median(s.runs, func() result { return redisBenchmark(p, keys, 50, 16, s.requestsP16/4) })
+		after := redisCounters(redis)
+		gets := after["get"] - before["get"]
+		if gets > 0 {
+			row.cmdsPerMiss = float64(gets+after["pttl"]-before["pttl"]) / float64(gets)
+		}
+		rows = append(rows, row)
+	}
+	return rows
 }

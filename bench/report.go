@@ -42,6 +42,7 @@ type report struct {
 	batching          string
 	staleness         string
 	writeMix          []writeMixRow
+	ttlCost           []ttlCostRow
 	proxyFlags        map[string]string
 }
 
@@ -161,6 +162,15 @@ func (rep *report) markdown(svgRel string) string {
 		w("| writes | invalidation on req/s | TTL only req/s | on / off |\n|---|---|---|---|\n")
 		for _, m := range rep.writeMix {
 			w("| %d%% of reads (%d SET/s) | %s | %s | %s |\n", m.percent, m.writesPerSecond, cell(m.on, m.on.err == ""), cell(m.off, m.off.err == ""), ratio(m.on, m.on.err == "", m.off, m.off.err == ""))
+		}
+	}
+
+	if len(rep.ttlCost) > 0 {
+		w("\n### Respecting Redis's key TTLs: the miss path's cost\n\n")
+		w("All-miss proxies (`--capacity 0`), redis-benchmark -t get -c 50; commands per miss from Redis's `cmdstat_get` and `cmdstat_pttl`.\n\n")
+		w("| proxy | -P 1 req/s | -P 16 req/s | Redis commands per miss |\n|---|---|---|---|\n")
+		for _, r := range rep.ttlCost {
+			w("| %s | %s | %s | %.2f |\n", r.name, cell(r.p1, r.p1.err == ""), cell(r.p16, r.p16.err == ""), r.cmdsPerMiss)
 		}
 	}
 

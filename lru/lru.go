@@ -195,10 +195,16 @@ func (c *Cache) Version(key string) uint64 {
 }
 
 // SetIfVersion is Set, unless key's shard has seen an invalidation (or a
-// Clear) since version was taken; then it does nothing.
-func (c *Cache) SetIfVersion(key string, value []byte, version uint64) {
+// Clear) since version was taken; then it does nothing. A positive ttl
+// shorter than the cache's own makes the entry expire that much sooner (the
+// key's remaining lifetime in Redis).
+func (c *Cache) SetIfVersion(key string, value []byte, ttl time.Duration, version uint64) {
 	h := xxhash.Sum64String(key)
-	c.shardOf(h).set(bytesOf(key), value, h, c.clock()+c.ttl, version)
+	life := c.ttl
+	if ttl > 0 {
+		life = min(life, int64(ttl))
+	}
+	c.shardOf(h).set(bytesOf(key), value, h, c.clock()+life, version)
 }
 
 // Invalidate drops key's entry, if any, and reports whether there was one.

@@ -208,19 +208,46 @@ func TestSetIfVersion(t *testing.T) {
 	c := newTest(t, Config{Capacity: 100, TTL: time.Minute})
 	v := c.Version("k") // a fetch of k starts
 	c.Invalidate("k")   // k changes in Redis meanwhile
-	c.SetIfVersion("k", []byte("old"), v)
+	c.SetIfVersion("k", []byte("old"), 0, v)
 	if _, ok := get(c, "k"); ok {
 		t.Fatal("a value fetched before the invalidation was cached")
 	}
 	v = c.Version("k")
 	c.Clear()
-	c.SetIfVersion("k", []byte("old"), v)
+	c.SetIfVersion("k", []byte("old"), 0, v)
 	if _, ok := get(c, "k"); ok {
 		t.Fatal("a value fetched before a Clear was cached")
 	}
-	c.SetIfVersion("k", []byte("new"), c.Version("k"))
+	c.SetIfVersion("k", []byte("new"), 0, c.Version("k"))
 	if got, ok := get(c, "k"); !ok || got != "new" {
 		t.Fatalf("an undisturbed fetch: %q %v", got, ok)
+	}
+}
+
+// An entry expires at the earlier of the cache's TTL and the key's own
+// remaining lifetime, and the reaper honours each entry's own deadline.
+func TestPerKeyDeadline(t *testing.T) {
+	clk := newFake()
+	c := newTest(t, Config{Capacity: 10, TTL: time.Hour, Now: clk.now, ReapInterval: -1})
+	c.SetIfVersion("short", []byte("v"), 300*time.Millisecond, c.Version("short"))
+	c.SetIfVersion("long", []byte("v"), 2*time.Hour, c.Version("long")) // capped at the TTL
+	c.SetIfVersion("none", []byte("v"), 0, c.Version("none"))
+	clk.advance(250 * time.Millisecond)
+	if _, ok := get(c, "short"); !ok {
+		t.Fatal("expired before its own deadline")
+	}
+	clk.advance(100 * time.Millisecond)
+	if n := c.reapExpired(); n != 1 {
+		t.Fatalf("reaped %d entries, want the short one", n)
+	}
+	if _, ok := get(c, "short"); ok {
+		t.Fatal("served after the key's own deadline")
+	}
+	clk.advance(time.Hour)
+	for _, k := range []string{"long", "none"} {
+		if _, ok := get(c, k); ok {
+			t.Fatalf("%s served past the cache's TTL", k)
+		}
 	}
 }
 

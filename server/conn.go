@@ -292,7 +292,7 @@ func (s *Server) fetch(cn *conn, sl *slot, keys []string, parts []int) {
 func CacheFill(cache *lru.Cache) (prepare func(string) uint64, onResult func(string, uint64, backend.Result)) {
 	return cache.Version, func(key string, version uint64, r backend.Result) {
 		if r.Found {
-			cache.SetIfVersion(key, r.Value, version)
+			cache.SetIfVersion(key, r.Value, r.TTL, version)
 		}
 	}
 }

@@ -110,3 +110,39 @@ func TestInvalidationUnsupported(t *testing.T) {
 		t.Fatalf("no warning logged:\n%s", outer.stderr)
 	}
 }
+
+// An entry never outlives its key in Redis: with a global TTL of an hour and
+// invalidation off, a key set to expire in 300 ms is served until then and
+// never after.
+func TestRespectRedisTTL(t *testing.T) {
+	redis := redistest.Start(t)
+	p := startProxy(t, redis.Addr, "--ttl", "1h", "--invalidation=false")
+	rc := dialRESP(t, p.addr)
+	redis.Do("SET", "forever", "f")
+	redis.Do("SET", "k", "v", "PX", "300")
+	set := time.Now()
+	if got := respGet(rc, "k"); got != "v" {
+		t.Fatal(got)
+	}
+	v := rc.do("MGET", "forever", "k").Array()
+	if len(v) != 2 || v[0].String() != "f" || v[1].String() != "v" {
+		t.Fatalf("MGET: %v", v)
+	}
+	time.Sleep(250*time.Millisecond - time.Since(set))
+	if got := respGet(rc, "k"); time.Since(set) < 290*time.Millisecond && got != "v" {
+		t.Fatalf("before its expiry in Redis: %q", got)
+	}
+	time.Sleep(350*time.Millisecond - time.Since(set))
+	for time.Since(set) < 600*time.Millisecond {
+		if got := respGet(rc, "k"); got != "(nil)" {
+			t.Fatalf("%v after the SET, past the key's expiry: %q", time.Since(set), got)
+		}
+		v := rc.do("MGET", "forever", "k").Array()
+		if v[0].String() != "f" || !v[1].IsNull() {
+			t.Fatalf("MGET past the expiry: %v", v)
+		}
+	}
+	if status, _ := dialHTTP(t, p.addr).get("k"); status != 404 {
+		t.Fatalf("HTTP past the expiry: %d", status)
+	}
+}

@@ -42,6 +42,7 @@ type config struct {
 	backendTimeout  time.Duration
 	staleIfError    time.Duration
 	invalidation    bool
+	respectTTL      bool
 	trackPrefixes   string
 	shutdownTimeout time.Duration
 	pinCPUs         bool
@@ -74,6 +75,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.DurationVar(&c.backendTimeout, "backend-timeout", time.Second, "longest wait for Redis on a miss (then 504 / -ERR backend timeout)")
 	fs.DurationVar(&c.staleIfError, "stale-if-error", 0, "when Redis fails, serve an entry expired less than this ago (0 = off)")
 	fs.BoolVar(&c.invalidation, "invalidation", true, "drop keys Redis says changed (CLIENT TRACKING BCAST); false: TTL only")
+	fs.BoolVar(&c.respectTTL, "respect-redis-ttl", true, "expire each entry no later than its key in Redis (a PTTL with every fetch)")
 	fs.StringVar(&c.trackPrefixes, "track-prefix", "", "comma-separated key `prefixes` to track (empty: all keys)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 5*time.Second, "on SIGINT/SIGTERM, longest wait for answers in flight")
 	fs.BoolVar(&c.pinCPUs, "pin-cpus", true, "pin each event loop's thread to its own CPU")
@@ -241,6 +243,7 @@ func run(cfg config) error {
 		Prepare:     prepare,
 		OnResult:    onResult,
 		Tracking:    tracking,
+		FetchTTL:    cfg.respectTTL,
 	})
 	if err != nil {
 		return usageError{"--redis: " + err.Error()}

@@ -18,7 +18,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := config{listen: "127.0.0.1:6380", redis: "127.0.0.1:6379", capacity: 100000, ttl: 10 * time.Second,
 		maxClients: 10000, maxParallel: 256, loops: 0, backendTimeout: time.Second, shutdownTimeout: 5 * time.Second,
-		pinCPUs: true, logLevel: "info", pprof: "", invalidation: true}
+		pinCPUs: true, logLevel: "info", pprof: "", invalidation: true, respectTTL: true}
 	if c != want {
 		t.Fatalf("got %+v\nwant %+v", c, want)
 	}
