@@ -15,11 +15,27 @@ import (
 
 func newClient(t *testing.T, addr string, timeout time.Duration) *Client {
 	t.Helper()
-	c, err := New(Config{Addr: addr, Timeout: timeout, MaxParallel: 8, QueueLen: 64})
+	return newClientWith(t, Config{Addr: addr, Timeout: timeout, MaxParallel: 8, QueueLen: 64})
+}
+
+func newClientWith(t *testing.T, cfg Config) *Client {
+	t.Helper()
+	c, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
+	return c
+}
+
+// newConnected returns a client whose connection to Redis is up (so that a
+// test can then hang Redis without the dial being what times out).
+func newConnected(t *testing.T, cfg Config) *Client {
+	t.Helper()
+	c := newClientWith(t, cfg)
+	if err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return c
 }
 
@@ -132,14 +148,7 @@ func TestTimeout(t *testing.T) {
 // fetches of a key already being fetched join that GET and need no place.
 func TestOverloaded(t *testing.T) {
 	redis := redistest.Start(t)
-	c, err := New(Config{Addr: redis.Addr, Timeout: 2 * time.Second, MaxParallel: 1, QueueLen: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Ping(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	c := newConnected(t, Config{Addr: redis.Addr, Timeout: 2 * time.Second, MaxParallel: 1, QueueLen: 1})
 	redis.Pause()
 	var mu sync.Mutex
 	results := map[string][]error{}
@@ -179,16 +188,9 @@ func TestOverloaded(t *testing.T) {
 func TestCoalescing(t *testing.T) {
 	redis := redistest.Start(t)
 	var cached []string
-	c, err := New(Config{Addr: redis.Addr, Timeout: 5 * time.Second, MaxParallel: 8, QueueLen: 64,
-		OnResult: func(k string, _ uint64, r Result) { cached = append(cached, k+"="+string(r.Value)) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	redis.Do("SET", "hot", "value")
-	if err := c.Ping(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	c := newConnected(t, Config{Addr: redis.Addr, Timeout: 5 * time.Second, MaxParallel: 8, QueueLen: 64,
+		OnResult: func(k string, _ uint64, r Result) { cached = append(cached, k+"="+string(r.Value)) }})
 	redis.Pause() // hold the GET so that every fetch below overlaps it
 	var wg sync.WaitGroup
 	var wrong atomic.Int64
@@ -242,14 +244,7 @@ func TestWithCode(t *testing.T) {
 // out in the queue is not sent at all.
 func TestTimeoutCountsQueueing(t *testing.T) {
 	redis := redistest.Start(t)
-	c, err := New(Config{Addr: redis.Addr, Timeout: 200 * time.Millisecond, MaxParallel: 1, QueueLen: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Ping(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	c := newConnected(t, Config{Addr: redis.Addr, Timeout: 200 * time.Millisecond, MaxParallel: 1, QueueLen: 16})
 	redis.Pause()
 	defer redis.Resume()
 	results := make(chan Result, 10)
@@ -327,11 +322,7 @@ func TestFetchTTL(t *testing.T) {
 	redis := redistest.Start(t)
 	redis.Do("SET", "expiring", "v", "PX", "5000")
 	redis.Do("SET", "forever", "v")
-	c, err := New(Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 2, QueueLen: 16, FetchTTL: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := newClientWith(t, Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 2, QueueLen: 16, FetchTTL: true})
 	if r := fetch(t, c, "expiring"); !r.Found || r.TTL <= 0 || r.TTL > 5*time.Second {
 		t.Fatalf("expiring: %+v", r)
 	}
