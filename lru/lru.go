@@ -38,6 +38,7 @@
 package lru
 
 import (
+	"math"
 	"sync"
 	"time"
 
@@ -57,7 +58,7 @@ const (
 type Config struct {
 	Capacity int           // most keys; 0 caches nothing
 	MaxBytes int64         // most bytes of keys and values; 0 means no limit
-	TTL      time.Duration // how long an entry lives after it is set
+	TTL      time.Duration // how long an entry lives after it is set; up to Go's longest duration
 	// Now is the clock; nil means the monotonic clock. Tests pass their own.
 	Now func() time.Time
 	// ReapInterval is how often the reaper runs: 0 derives it from TTL,
@@ -151,6 +152,21 @@ func monotonicClock() func() int64 {
 	return func() int64 { return int64(time.Since(base)) }
 }
 
+// addSat returns a+b, saturated at the ends of int64. Deadlines are sums of
+// a clock reading and a lifetime; a lifetime so long that the sum overflows
+// (a TTL near Go's longest duration) means "practically never", and must not
+// wrap around to a deadline in the past.
+func addSat(a, b int64) int64 {
+	s := a + b
+	if (s > a) != (b > 0) { // overflowed
+		if b > 0 {
+			return math.MaxInt64
+		}
+		return math.MinInt64
+	}
+	return s
+}
+
 func boolInt(b bool) int {
 	if b {
 		return 1
@@ -183,7 +199,7 @@ func (c *Cache) GetStale(key []byte, visit func(value []byte)) bool {
 // not cached (and any older entry for the key is dropped).
 func (c *Cache) Set(key string, value []byte) {
 	h := xxhash.Sum64String(key)
-	c.shardOf(h).set(bytesOf(key), value, h, c.clock()+c.ttl, anyVersion)
+	c.shardOf(h).set(bytesOf(key), value, h, addSat(c.clock(), c.ttl), anyVersion)
 }
 
 // Version returns a token for key's shard that changes whenever a key of
@@ -204,7 +220,7 @@ func (c *Cache) SetIfVersion(key string, value []byte, ttl time.Duration, versio
 	if ttl > 0 {
 		life = min(life, int64(ttl))
 	}
-	c.shardOf(h).set(bytesOf(key), value, h, c.clock()+life, version)
+	c.shardOf(h).set(bytesOf(key), value, h, addSat(c.clock(), life), version)
 }
 
 // Invalidate drops key's entry, if any, and reports whether there was one.

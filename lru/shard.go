@@ -94,7 +94,7 @@ func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte)) bool {
 	}
 	e := &s.entries[i]
 	if now >= e.expireAt {
-		if now >= e.expireAt+s.staleFor { // not even kept for GetStale
+		if now >= addSat(e.expireAt, s.staleFor) { // not even kept for GetStale
 			s.remove(i, pos)
 			s.stats.expirations++
 		}
@@ -112,7 +112,7 @@ func (s *shard) getStale(key []byte, h uint64, now int64, visit func([]byte)) bo
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i, _ := s.find(key, h)
-	if i == 0 || now >= s.entries[i].expireAt+s.staleFor {
+	if i == 0 || now >= addSat(s.entries[i].expireAt, s.staleFor) {
 		return false
 	}
 	visit(s.valueOf(&s.entries[i]))
@@ -207,7 +207,7 @@ func (s *shard) invalidate(key []byte, h uint64) bool {
 // reap removes up to max entries whose deadline (plus staleFor) has passed
 // and reports whether more are due.
 func (s *shard) reap(now int64, max int) (n int, more bool) {
-	for len(s.heap) > 0 && s.entries[s.heap[0]].expireAt+s.staleFor <= now {
+	for len(s.heap) > 0 && addSat(s.entries[s.heap[0]].expireAt, s.staleFor) <= now {
 		if n == max {
 			return n, true
 		}

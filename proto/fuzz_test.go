@@ -42,10 +42,17 @@ func stream(buf []byte, parse func([]byte) (int, string, error)) outcome {
 	return o
 }
 
-func parseRESP() func([]byte) (int, string, error) {
+func parseRESP() func([]byte) (int, string, error) { return parseRESPWith(ParseCommand) }
+
+// continueRESP parses with ContinueCommand, which picks an incomplete request
+// up where the last call stopped: chunked gives it the same bytes again plus
+// the next chunk, as a connection's buffer does.
+func continueRESP() func([]byte) (int, string, error) { return parseRESPWith(ContinueCommand) }
+
+func parseRESPWith(parse func([]byte, *Command) (int, error)) func([]byte) (int, string, error) {
 	var cmd Command
 	return func(b []byte) (int, string, error) {
-		n, err := ParseCommand(b, &cmd)
+		n, err := parse(b, &cmd)
 		return n, fmt.Sprintf("%q", cmd.Args), err
 	}
 }
@@ -93,7 +100,9 @@ func FuzzParseCommand(f *testing.F) {
 		f.Add([]byte(seed), uint16(3))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, seed uint16) {
-		checkChunked(t, stream(data, parseRESP()), chunked(data, seed, parseRESP()))
+		whole := stream(data, parseRESP())
+		checkChunked(t, whole, chunked(data, seed, parseRESP()))
+		checkChunked(t, whole, chunked(data, seed, continueRESP()))
 	})
 }
 

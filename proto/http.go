@@ -67,11 +67,15 @@ type Request struct {
 	// Status is non-zero when the request is well framed but refused; StatusMsg says why.
 	Status    int
 	StatusMsg string
+	// Need is, after an incomplete parse, how many bytes the request needs in
+	// total when that is known (its headers are in, its body is not), else 0.
+	Need int
 }
 
 // ParseRequest parses one request from the front of buf. It returns the
 // number of bytes used, 0 when the request is incomplete, or an *HTTPError.
 func ParseRequest(buf []byte, req *Request) (int, error) {
+	req.Need = 0
 	end, err := headerEnd(buf)
 	if end == 0 || err != nil {
 		return 0, err
@@ -90,6 +94,7 @@ func ParseRequest(buf []byte, req *Request) (int, error) {
 		return 0, err
 	}
 	if end+bodyLen > len(buf) {
+		req.Need = end + bodyLen
 		return 0, nil
 	}
 	if req.Method == MethodOther {

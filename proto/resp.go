@@ -11,6 +11,8 @@
 
 package proto
 
+import "bytes"
+
 // Redis's limits on a request.
 const (
 	MaxInlineBytes    = 64 << 10  // longest inline line (PROTO_INLINE_MAX_SIZE)
@@ -53,7 +55,15 @@ type Command struct {
 	Need int
 
 	inline []byte // decoded inline arguments, which Args then alias
-	spans  []span // inline argument bounds in inline, before Args are cut
+	spans  []span // argument bounds (in inline, or in the multibulk) before Args are cut
+
+	// The progress of an incomplete request, which ContinueCommand picks up:
+	// framed is how far the request has been read (past the multibulk's
+	// count line and its complete arguments, or the inline bytes scanned
+	// without finding the line's end), 0 when nothing is in progress; count
+	// is the multibulk's announced argument count.
+	framed int
+	count  int64
 }
 
 type span struct{ start, end int }
@@ -63,30 +73,55 @@ type span struct{ start, end int }
 // A request without arguments (an empty line, "*0") uses bytes but leaves
 // Args empty: Redis ignores it, so should the caller.
 func ParseCommand(buf []byte, cmd *Command) (int, error) {
+	cmd.framed = 0
+	return ContinueCommand(buf, cmd)
+}
+
+// ContinueCommand is ParseCommand for a request that arrives in pieces: when
+// it returns 0 (incomplete), cmd keeps how far the request was read, and the
+// next call, which must be given the same bytes again followed by more,
+// resumes there instead of reading them all again. That keeps the cost of a
+// large request trickled in over many reads in proportion to its size. Once
+// a command or an error is returned, cmd starts afresh.
+func ContinueCommand(buf []byte, cmd *Command) (int, error) {
 	cmd.Args = cmd.Args[:0]
 	cmd.Need = 0
 	if len(buf) == 0 {
 		return 0, nil
 	}
+	var n int
+	var err error
 	if buf[0] == '*' {
-		return parseMultibulk(buf, cmd)
+		n, err = parseMultibulk(buf, cmd)
+	} else {
+		n, err = parseInline(buf, cmd)
 	}
-	return parseInline(buf, cmd)
+	if n > 0 || err != nil {
+		cmd.framed = 0
+	}
+	return n, err
 }
 
-// parseMultibulk parses "*<count>\r\n" followed by count "$<len>\r\n<bytes>\r\n".
+// parseMultibulk parses "*<count>\r\n" followed by count "$<len>\r\n<bytes>\r\n",
+// from where cmd.framed says an earlier call stopped.
 func parseMultibulk(buf []byte, cmd *Command) (int, error) {
-	count, pos, ok := readLength(buf, 1)
+	pos := cmd.framed
 	if pos == 0 {
-		if len(buf) > MaxInlineBytes {
-			return 0, ErrBigMultibulkCount
+		count, next, ok := readLength(buf, 1)
+		if next == 0 {
+			if len(buf) > MaxInlineBytes {
+				return 0, ErrBigMultibulkCount
+			}
+			return 0, nil
 		}
-		return 0, nil
+		if !ok || count > MaxMultibulkCount {
+			return 0, ErrInvalidMultibulkLength
+		}
+		cmd.count, pos = count, next
+		cmd.spans = cmd.spans[:0]
 	}
-	if !ok || count > MaxMultibulkCount {
-		return 0, ErrInvalidMultibulkLength
-	}
-	for i := int64(0); i < count; i++ {
+	for int64(len(cmd.spans)) < cmd.count {
+		cmd.framed = pos // the arguments before pos are complete
 		if pos >= len(buf) {
 			return 0, nil
 		}
@@ -111,8 +146,11 @@ func parseMultibulk(buf []byte, cmd *Command) (int, error) {
 		if buf[end] != '\r' || buf[end+1] != '\n' {
 			return 0, ErrBulkNotTerminated
 		}
-		cmd.Args = append(cmd.Args, buf[next:end:end])
+		cmd.spans = append(cmd.spans, span{next, end})
 		pos = end + 2
+	}
+	for _, s := range cmd.spans {
+		cmd.Args = append(cmd.Args, buf[s.start:s.end:s.end])
 	}
 	return pos, nil
 }
@@ -154,21 +192,18 @@ func readLength(buf []byte, from int) (n int64, next int, ok bool) {
 	return n, cr + 2, true
 }
 
-// parseInline parses one line ending in "\n" (optionally "\r\n").
+// parseInline parses one line ending in "\n" (optionally "\r\n"), looking for
+// the line's end from where cmd.framed says an earlier call stopped.
 func parseInline(buf []byte, cmd *Command) (int, error) {
-	nl := -1
-	for i, b := range buf {
-		if b == '\n' {
-			nl = i
-			break
-		}
-	}
+	nl := bytes.IndexByte(buf[cmd.framed:], '\n')
 	if nl < 0 {
 		if len(buf) > MaxInlineBytes {
 			return 0, ErrBigInline
 		}
+		cmd.framed = len(buf)
 		return 0, nil
 	}
+	nl += cmd.framed
 	if nl > MaxInlineBytes {
 		return 0, ErrBigInline
 	}

@@ -18,6 +18,7 @@ package server
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,23 +31,45 @@ import (
 
 const (
 	// maxQueued and maxQueuedBytes bound the answers waiting on one
-	// connection behind a miss; past either, the connection's input is left
-	// unparsed until answers drain (the miss at the head will be answered).
+	// connection behind a miss (ready or not, MGET parts included); past
+	// either, the connection's input is left unparsed until answers drain
+	// (the miss at the head will be answered).
 	maxQueued      = 1024
 	maxQueuedBytes = 16 << 20
-	// flushAt is how much output one OnTraffic gathers before writing it, so
-	// that a pipeline of large hits does not pile up in memory first.
+	// maxMGETBytes bounds one MGET's answer: past it the MGET is answered
+	// with an error instead, so that a few bytes of MGET naming a large key
+	// many times cannot make the proxy build gigabytes.
+	maxMGETBytes = 64 << 20
+	// flushAt is how much output one pass gathers before writing it, so that
+	// a pipeline of large hits does not pile up in memory first.
 	flushAt = 256 << 10
-	// maxOutbound is how many unsent bytes a client may leave with us before
-	// it is dropped (a client that sends without reading), as Redis's
-	// client-output-buffer-limit does for its replicas and subscribers.
-	maxOutbound = 64 << 20
-	// maxInbound is how many unparsed bytes a client may leave with us (gnet
-	// cannot stop reading a socket; Redis's client-query-buffer-limit is 1 GiB).
-	maxInbound = 1 << 30
+	// outputHigh and outputLow are the unsent bytes (what the socket did not
+	// take) at which a connection stops parsing, and below which it resumes:
+	// a client that reads slowly slows down its own pipeline, and one that
+	// never reads stops being served and is cut off by maxInbound.
+	outputHigh = 1 << 20
+	outputLow  = 256 << 10
+	// maxInbound is how many unparsed bytes a client may leave with us: a
+	// request larger than that, or a pipeline that far ahead of its answers,
+	// is answered with an error and the connection closed (gnet cannot stop
+	// reading a socket; Redis's client-query-buffer-limit is the same idea).
+	maxInbound = 64 << 20
+	// firstWindow and readWindow are the least and the most input one parse
+	// pass looks at (the window doubles while passes use it all up), so
+	// that resuming a paused connection costs about what it parses, not
+	// what it has buffered.
+	firstWindow = 4 << 10
+	readWindow  = 128 << 10
+	// bigAt is the size from which an incomplete RESP request is moved out
+	// of gnet's buffer into the connection's own (bigRequest), so that the
+	// rest of it, however it trickles in, is copied and parsed once.
+	bigAt = 4 << 10
 	// lingerTimeout bounds how long a closing connection may take to read
 	// the answers still queued for it.
 	lingerTimeout = 10 * time.Second
+	// watchInterval is how often a loop checks its connections that wait
+	// for their clients to read (gnet has no "output drained" callback).
+	watchInterval = time.Millisecond
 	// maxKeptBuffer is the largest slot buffer kept for reuse.
 	maxKeptBuffer = 64 << 10
 )
@@ -59,16 +82,23 @@ type conn struct {
 	proto     proto.Protocol
 	closed    bool // OnClose has run: never touch c again
 	closing   bool // parse nothing more; close once the queued answers are written
-	lingering bool // a close is waiting for the socket to take the last bytes
+	lingering bool // closing, and waiting for the socket to take the last bytes
 	rejected  bool // over --max-clients: refuse on the first bytes
 	resp3     bool // HELLO 3 switched the connection to RESP3
 	paused    bool // the FIFO was full when parsing stopped
+	blocked   bool // more than outputHigh unsent: parse nothing until it drains
+	watched   bool // on lp.watched
 	need      int  // bytes the incomplete request at the front needs, when known
+	big       *bigRequest
 
 	queue       []*slot // answers not yet written; queue[head:] are live
 	head        int
-	queuedBytes int     // bytes of the ready answers in queue
+	queuedBytes int     // bytes held by the slots in queue
 	spare       []*slot // written slots, for reuse
+
+	lingerUntil time.Time // when lingering gives up
+	lastRead    int64     // Server.clock when the client last sent something
+	index       int       // position in lp.conns
 
 	id   uint64 // the client id HELLO reports
 	name string // CLIENT SETNAME
@@ -84,16 +114,18 @@ const (
 
 // slot is one answer in a connection's FIFO.
 type slot struct {
-	out   []byte // the encoded answer
-	ready bool   // out is complete
+	out   []byte // the encoded answer (kindMGET: its start; parts follow)
+	ready bool   // the answer is complete
 	kind  slotKind
 	resp3 bool // kindGET, kindMGET: answer in RESP3
+	size  int  // bytes counted in the connection's queuedBytes
 
 	http proto.ResponseOptions // kindHTTP: the framing of the answer
 
-	parts   [][]byte // kindMGET: one encoded element per key
-	waiting int      // kindMGET: fetches not yet back
-	failure error    // kindMGET: the first fetch that failed
+	parts     [][]byte // kindMGET: the encoded elements from the first miss on
+	partBytes int      // kindMGET: their total length
+	waiting   int      // kindMGET: fetches not yet back
+	failure   error    // kindMGET: the first fetch that failed
 }
 
 func (cn *conn) queued() int { return len(cn.queue) - cn.head }
@@ -118,6 +150,13 @@ func (cn *conn) push() *slot {
 	return sl
 }
 
+// account brings cn.queuedBytes up to date with what sl holds now.
+func (cn *conn) account(sl *slot) {
+	n := len(sl.out) + sl.partBytes
+	cn.queuedBytes += n - sl.size
+	sl.size = n
+}
+
 // answerBuf returns where the next answer is to be appended: the loop's
 // output buffer when nothing is queued ahead of it (slot nil), else a new
 // slot at the FIFO's tail, marked ready.
@@ -138,24 +177,79 @@ func (cn *conn) recycle(sl *slot) {
 	cn.spare = append(cn.spare, sl)
 }
 
-// process answers every complete request buffered on cn and reports whether
-// cn is to be closed now. It runs on cn's loop.
+// stalled reports whether parsing is to stop for now.
+func (cn *conn) stalled() bool {
+	return cn.closing || cn.closed || cn.blocked || cn.full()
+}
+
+// full reports whether enough answers wait on cn to stop parsing its input.
+func (cn *conn) full() bool { return cn.queued() >= maxQueued || cn.queuedBytes >= maxQueuedBytes }
+
+// drained reports whether a connection paused by full has room enough again
+// to resume: half the queue, so that each resume parses a good batch.
+func (cn *conn) drained() bool {
+	return cn.queued() <= maxQueued/2 && cn.queuedBytes <= maxQueuedBytes/2
+}
+
+// unparsed is how much of the client's input waits to be parsed.
+func (cn *conn) unparsed() int {
+	n := cn.c.InboundBuffered()
+	if cn.big != nil {
+		n += len(cn.big.buf) - cn.big.off
+	}
+	return n
+}
+
+// bigRequest is the input of a connection whose request at the front is
+// large (bigAt) and incomplete. Re-reading such a request from gnet's buffer
+// on every arrival would cost its whole size each time (and a copy, once the
+// buffer wraps): quadratic in its size for a client that trickles it in.
+// Instead every byte is moved here once as it arrives, and the parse resumes
+// where it stopped (proto.ContinueCommand). Requests behind it are parsed
+// from here too, until buf is used up and the connection goes back to
+// parsing gnet's buffer in place.
+type bigRequest struct {
+	buf []byte
+	off int           // bytes of buf parsed and answered
+	cmd proto.Command // the parse progress of the request at buf[off:]
+}
+
+// take moves whatever gnet holds for c to the end of b.buf.
+func (b *bigRequest) take(c gnet.Conn) {
+	n := c.InboundBuffered()
+	if n == 0 {
+		return
+	}
+	if b.off > 0 && b.off >= len(b.buf)/2 {
+		// The parse progress counts from buf[off:], so moving it is safe.
+		b.buf = b.buf[:copy(b.buf, b.buf[b.off:])]
+		b.off = 0
+	}
+	b.buf = slices.Grow(b.buf, n)
+	m, _ := c.Read(b.buf[len(b.buf) : len(b.buf)+n])
+	b.buf = b.buf[:len(b.buf)+m]
+}
+
+// process answers every complete request buffered on cn, as far as its
+// limits allow, and reports whether cn is to be closed now. It runs on cn's
+// loop.
 func (s *Server) process(cn *conn) bool {
 	c := cn.c
 	if cn.closing {
 		_, _ = c.Discard(-1) // n <= 0 discards everything: input after the last answer is ignored
+		cn.big = nil
 		return false
 	}
-	buffered := c.InboundBuffered()
-	if buffered > maxInbound {
-		s.log.Warn("closing client: query buffer over limit", "remote", c.RemoteAddr(), "bytes", buffered)
-		return true
+	if n := cn.unparsed(); n > maxInbound {
+		s.log.Warn("closing client: query buffer over limit", "remote", c.RemoteAddr(), "bytes", n)
+		s.refuseInput(cn)
+		return s.flush(cn)
 	}
-	if buffered < cn.need {
-		return false
+	if cn.blocked && c.OutboundBuffered() <= outputLow {
+		cn.blocked = false
 	}
-	buf, _ := c.Peek(-1)
 	if cn.proto == proto.Unknown {
+		buf, _ := c.Peek(min(c.InboundBuffered(), readWindow))
 		if cn.proto = proto.Detect(buf); cn.proto == proto.Unknown {
 			return false
 		}
@@ -166,9 +260,62 @@ func (s *Server) process(cn *conn) bool {
 			return s.flush(cn)
 		}
 	}
+	window := firstWindow
+	for !cn.stalled() {
+		if cn.big != nil {
+			if !s.serveBig(cn) {
+				break
+			}
+			continue
+		}
+		buffered := c.InboundBuffered()
+		if buffered == 0 || buffered < cn.need {
+			break
+		}
+		buf, _ := c.Peek(min(buffered, max(window, cn.need)))
+		used := s.serve(cn, buf)
+		if cn.closed { // a write failed and gnet closed the connection
+			return false
+		}
+		if used > 0 { // Discard(0) would drop everything
+			_, _ = c.Discard(used)
+		}
+		switch {
+		case used == len(buf) || cn.stalled():
+			window = min(2*window, readWindow)
+		case len(buf) < buffered: // the window cut the request at the front short
+			if used == 0 {
+				window = 2 * len(buf)
+			}
+		case cn.proto == proto.RESP && len(buf)-used >= bigAt:
+			cn.big = new(bigRequest) // large and incomplete: collect it apart
+		default:
+			cn.paused = cn.full()
+			return s.flush(cn) // wait for the rest of the request
+		}
+	}
+	cn.paused = cn.full()
+	return s.flush(cn)
+}
+
+// serveBig takes what has arrived into cn.big and answers what is complete
+// in it; it reports whether that used anything up.
+func (s *Server) serveBig(cn *conn) bool {
+	b := cn.big
+	b.take(cn.c)
+	used := s.serve(cn, b.buf[b.off:])
+	b.off += used
+	if b.off == len(b.buf) && !cn.closed {
+		cn.big = nil // all used: back to gnet's buffer
+	}
+	return used > 0
+}
+
+// serve answers the requests at the front of buf until one is incomplete or
+// cn stalls, and returns the bytes used.
+func (s *Server) serve(cn *conn, buf []byte) int {
 	used := 0
-	for used < len(buf) && !cn.closing && !cn.full() {
-		queued := len(cn.queue)
+	for used < len(buf) && !cn.stalled() {
 		var n int
 		if cn.proto == proto.HTTP {
 			n = s.serveHTTP(cn, buf[used:])
@@ -179,23 +326,32 @@ func (s *Server) process(cn *conn) bool {
 			break
 		}
 		used += n
-		if len(cn.queue) > queued && cn.queue[len(cn.queue)-1].ready {
-			cn.queuedBytes += len(cn.queue[len(cn.queue)-1].out)
+		if q := len(cn.queue); q > cn.head {
+			cn.account(cn.queue[q-1]) // the request may have queued its answer
 		}
 		if len(cn.lp.out) >= flushAt {
-			if s.writeOut(cn) {
-				return true
-			}
-			if cn.closed { // the write failed and gnet closed the connection
-				return false
-			}
+			s.writeOut(cn)
 		}
 	}
-	cn.paused = cn.full()
-	if used > 0 { // Discard(0) would drop everything
-		_, _ = c.Discard(used)
+	return used
+}
+
+// refuseInput answers a client that has sent more than maxInbound ahead of
+// its answers, after those answers, and closes it.
+func (s *Server) refuseInput(cn *conn) {
+	_, dst := cn.answerBuf()
+	if cn.proto == proto.HTTP {
+		o := proto.ResponseOptions{Date: s.dateNow()}
+		*dst = proto.AppendStatus(*dst, &o, 431, "request or unanswered pipeline over 64 MiB")
+	} else {
+		*dst = proto.AppendError(*dst, "ERR Protocol error: request or unanswered pipeline over 64 MiB")
 	}
-	return s.flush(cn)
+	if q := len(cn.queue); q > cn.head {
+		cn.account(cn.queue[q-1])
+	}
+	cn.closing = true
+	cn.big = nil
+	_, _ = cn.c.Discard(-1)
 }
 
 // flush writes, after whatever the loop's output buffer already holds for
@@ -206,29 +362,37 @@ func (s *Server) flush(cn *conn) bool {
 		sl := cn.queue[cn.head]
 		cn.queue[cn.head] = nil
 		cn.head++
-		cn.queuedBytes -= len(sl.out)
+		cn.queuedBytes -= sl.size
 		lp.out = append(lp.out, sl.out...)
+		for _, p := range sl.parts {
+			lp.out = append(lp.out, p...)
+		}
 		cn.recycle(sl)
 	}
 	if cn.queued() == 0 {
 		cn.queue, cn.head = cn.queue[:0], 0
 	}
-	if s.writeOut(cn) || cn.closed {
-		return !cn.closed
+	s.writeOut(cn)
+	if cn.closed {
+		return false
 	}
 	if cn.closing && cn.queued() == 0 {
 		if cn.c.OutboundBuffered() == 0 {
 			return true
 		}
-		s.closeWhenWritten(cn)
+		if !cn.lingering {
+			cn.lingering = true
+			cn.lingerUntil = time.Now().Add(lingerTimeout)
+			s.watch(cn)
+		}
 	}
 	return false
 }
 
-// writeOut writes the loop's output buffer to cn and reports whether cn must
-// be closed because its client has left more unread output with us than
-// maxOutbound. If the write fails, gnet closes cn itself (cn.closed).
-func (s *Server) writeOut(cn *conn) bool {
+// writeOut writes the loop's output buffer to cn. When the client leaves
+// more than outputHigh unread, cn stops parsing until it has read most of it.
+// If the write fails, gnet closes cn itself (cn.closed).
+func (s *Server) writeOut(cn *conn) {
 	lp := cn.lp
 	if len(lp.out) > 0 {
 		_, _ = cn.c.Write(lp.out) // copies what the socket does not take now
@@ -237,42 +401,67 @@ func (s *Server) writeOut(cn *conn) bool {
 		}
 		lp.out = lp.out[:0]
 	}
-	if n := cn.c.OutboundBuffered(); !cn.closed && n > maxOutbound {
-		s.log.Warn("closing client: output buffer over limit", "remote", cn.c.RemoteAddr(), "bytes", n)
-		return true
+	if !cn.closed && !cn.blocked && cn.c.OutboundBuffered() > outputHigh {
+		cn.blocked = true
+		s.watch(cn)
 	}
-	return false
 }
 
-// full reports whether enough answers wait on cn to stop parsing its input.
-func (cn *conn) full() bool { return cn.queued() >= maxQueued || cn.queuedBytes >= maxQueuedBytes }
-
-// closeWhenWritten closes cn once the socket has taken every queued byte (or
-// lingerTimeout has passed). gnet's own close gives up at the first EAGAIN,
-// which would cut a large last answer short, and it has no callback for "the
-// output buffer is empty", so the check is repeated every few milliseconds.
-func (s *Server) closeWhenWritten(cn *conn) {
-	if cn.lingering {
+// watch puts cn on its loop's list of connections waiting for their client
+// to read: blocked ones resume parsing, lingering ones close, once it has.
+// The loop looks at the list every watchInterval while it is not empty.
+func (s *Server) watch(cn *conn) {
+	if cn.watched {
 		return
 	}
-	cn.lingering = true
-	deadline := time.Now().Add(lingerTimeout)
-	var check func()
-	check = func() {
-		time.AfterFunc(5*time.Millisecond, func() {
-			_ = cn.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-				switch {
-				case cn.closed:
-				case cn.c.OutboundBuffered() == 0 || time.Now().After(deadline):
-					_ = cn.lp.el.Close(cn.c)
-				default:
-					check()
-				}
-				return nil
-			}))
+	cn.watched = true
+	lp := cn.lp
+	lp.watched = append(lp.watched, cn)
+	if !lp.watchArmed {
+		lp.watchArmed = true
+		time.AfterFunc(watchInterval, func() {
+			_ = lp.el.Execute(context.Background(), lp.watchCheck) // fails only when shutting down
 		})
 	}
-	check()
+}
+
+// checkWatched looks at every watched connection of lp once; it runs on lp.
+func (s *Server) checkWatched(lp *loop) {
+	lp.watchArmed = false
+	list := lp.watched
+	lp.watched = lp.watchSpare[:0]
+	for _, cn := range list {
+		cn.watched = false
+		s.checkOutput(cn)
+	}
+	clear(list)
+	lp.watchSpare = list[:0]
+}
+
+// checkOutput acts on how much of cn's output its client has read.
+func (s *Server) checkOutput(cn *conn) {
+	if cn.closed {
+		return
+	}
+	unsent := cn.c.OutboundBuffered()
+	switch {
+	case cn.lingering:
+		if unsent == 0 || time.Now().After(cn.lingerUntil) {
+			_ = cn.lp.el.Close(cn.c)
+			return
+		}
+	case cn.blocked:
+		if unsent <= outputLow {
+			cn.blocked = false
+			if s.process(cn) {
+				_ = cn.lp.el.Close(cn.c)
+			}
+			return
+		}
+	default:
+		return
+	}
+	s.watch(cn)
 }
 
 // fetch asks the backend for keys (copies: the parsed ones alias the read
@@ -387,11 +576,9 @@ func (s *Server) deliver(cn *conn, sl *slot, part int, r backend.Result) {
 		return
 	}
 	s.fill(sl, part, r)
-	if sl.ready {
-		cn.queuedBytes += len(sl.out)
-	}
+	cn.account(sl)
 	closeNow := s.flush(cn)
-	if !closeNow && !cn.closed && cn.paused && !cn.full() {
+	if !closeNow && cn.paused && !cn.stalled() && cn.drained() {
 		closeNow = s.process(cn)
 	}
 	if closeNow {

@@ -31,8 +31,10 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		return len(buf)
 	}
 	if n == 0 {
+		cn.need = req.Need
 		return 0
 	}
+	cn.need = 0
 	cn.lp.stats.httpRequests.Add(1)
 	if !req.KeepAlive {
 		cn.closing = true

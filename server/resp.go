@@ -24,7 +24,14 @@ import (
 // used, 0 if the command is incomplete.
 func (s *Server) serveRESP(cn *conn, buf []byte) int {
 	cmd := &cn.lp.cmd
-	n, err := proto.ParseCommand(buf, cmd)
+	var n int
+	var err error
+	if cn.big == nil {
+		n, err = proto.ParseCommand(buf, cmd)
+	} else {
+		cmd = &cn.big.cmd // buf is cn.big's: go on from where the last pass stopped
+		n, err = proto.ContinueCommand(buf, cmd)
+	}
 	if err != nil {
 		_, dst := cn.answerBuf()
 		*dst = proto.AppendError(*dst, "ERR "+err.Error())
@@ -120,26 +127,63 @@ func (s *Server) get(cn *conn, key []byte) {
 	s.fetch(cn, sl, []string{string(key)}, []int{0})
 }
 
-// mget answers MGET: hits are encoded now, misses are fetched as one batch,
-// and the array is written once every part is in.
+// mget answers MGET. The hits up to the first miss are encoded where the
+// answer goes (straight to the loop's output when nothing waits ahead of it);
+// from the first miss on, the rest waits in a slot: misses are fetched as one
+// batch, later hits are encoded at once, and the slot is written once every
+// part is in. Every byte counts against the connection's queued bytes as it
+// is encoded, and an answer over maxMGETBytes becomes an error.
 func (s *Server) mget(cn *conn, keys [][]byte) {
-	sl := cn.push()
-	sl.kind, sl.resp3 = kindMGET, cn.resp3
-	sl.parts = make([][]byte, len(keys))
+	sl, dst := cn.answerBuf()
+	start := len(*dst)
+	*dst = proto.AppendArray(*dst, len(keys))
+	first := 0
+	for ; first < len(keys); first++ {
+		if !s.cache.Get(keys[first], func(v []byte) { *dst = proto.AppendBulk(*dst, v) }) {
+			break
+		}
+		if len(*dst)-start > maxMGETBytes {
+			*dst = proto.AppendError((*dst)[:start], errMGETTooBig.Error())
+			return
+		}
+	}
+	if first == len(keys) {
+		return
+	}
+	if sl == nil { // the hits so far went to the loop's output: move them to a slot
+		sl = cn.push()
+		sl.out = append(sl.out, cn.lp.out[start:]...)
+		cn.lp.out = cn.lp.out[:start]
+	}
+	sl.ready, sl.kind, sl.resp3 = false, kindMGET, cn.resp3
+	sl.parts = make([][]byte, len(keys)-first)
 	var missed []string
 	var parts []int
-	for i, k := range keys {
-		if !s.cache.Get(k, func(v []byte) { sl.parts[i] = proto.AppendBulk(nil, v) }) {
+	for i, k := range keys[first:] {
+		if !s.cache.Get(k, func(v []byte) { s.addPart(sl, i, proto.AppendBulk(nil, v)) }) {
 			missed = append(missed, string(k))
 			parts = append(parts, i)
 		}
 	}
 	sl.waiting = len(missed)
-	if len(missed) == 0 {
-		finishMGET(sl)
+	s.fetch(cn, sl, missed, parts) // one batch: the misses go to Redis together
+}
+
+// errMGETTooBig is the answer to an MGET whose answer would exceed maxMGETBytes.
+var errMGETTooBig = errors.New("ERR MGET answer over 64 MiB: ask for fewer or smaller keys at once")
+
+// addPart records an MGET's element i (counted from its first miss); past
+// maxMGETBytes the whole answer becomes errMGETTooBig.
+func (s *Server) addPart(sl *slot, i int, part []byte) {
+	if sl.failure != nil {
 		return
 	}
-	s.fetch(cn, sl, missed, parts) // one batch: the misses go to Redis together
+	sl.parts[i] = part
+	sl.partBytes += len(part)
+	if len(sl.out)+sl.partBytes > maxMGETBytes {
+		sl.failure = errMGETTooBig
+		sl.parts, sl.partBytes = nil, 0
+	}
 }
 
 // fillMGET records one fetched part. As Redis's MGET does, a key holding a
@@ -148,11 +192,12 @@ func (s *Server) fillMGET(sl *slot, part int, r backend.Result) {
 	var reply backend.ReplyError
 	switch {
 	case r.Found:
-		sl.parts[part] = proto.AppendBulk(nil, r.Value)
+		s.addPart(sl, part, proto.AppendBulk(nil, r.Value))
 	case r.Err == nil || errors.As(r.Err, &reply):
-		sl.parts[part] = proto.AppendNull(nil, sl.resp3)
+		s.addPart(sl, part, proto.AppendNull(nil, sl.resp3))
 	case sl.failure == nil:
 		sl.failure = r.Err
+		sl.parts, sl.partBytes = nil, 0
 	}
 	sl.waiting--
 	if sl.waiting == 0 {
@@ -160,16 +205,19 @@ func (s *Server) fillMGET(sl *slot, part int, r backend.Result) {
 	}
 }
 
+// finishMGET marks an MGET's answer ready: its start in out, its parts after
+// it (flush writes them in order, without gathering them first), or, if a
+// part failed, the failure alone.
 func finishMGET(sl *slot) {
 	if sl.failure != nil {
-		sl.out = appendRESPResult(sl.out, backend.Result{Err: sl.failure}, sl.resp3)
-	} else {
-		sl.out = proto.AppendArray(sl.out, len(sl.parts))
-		for _, p := range sl.parts {
-			sl.out = append(sl.out, p...)
+		out := sl.out[:0]
+		if sl.failure == errMGETTooBig {
+			out = proto.AppendError(out, errMGETTooBig.Error())
+		} else {
+			out = appendRESPResult(out, backend.Result{Err: sl.failure}, sl.resp3)
 		}
+		sl.out, sl.parts, sl.partBytes = out, nil, 0
 	}
-	sl.parts = nil
 	sl.ready = true
 }
 

@@ -46,7 +46,13 @@ type Config struct {
 	Loops      int    // event loops; 0 means one per CPU
 	MaxClients int    // open client connections allowed at once
 	PinCPUs    bool   // pin each loop's thread to its own CPU
-	Logger     *slog.Logger
+	// IdleTimeout closes a client that has sent nothing for this long and
+	// has no answer pending; 0 never does (Redis's timeout 0).
+	IdleTimeout time.Duration
+	// TCPKeepAlive is the keep-alive period of client sockets (Redis's
+	// tcp-keepalive), so that peers that vanished are found and closed; 0 is off.
+	TCPKeepAlive time.Duration
+	Logger       *slog.Logger
 }
 
 // Server is the proxy's front end. Create it with New, run it with Serve,
@@ -65,11 +71,13 @@ type Server struct {
 	draining atomic.Bool   // set by Shutdown: new connections are closed at once
 
 	clients  atomic.Int64 // open connections counted against MaxClients
+	refusing atomic.Int64 // refused connections waiting to be told so
 	rejected atomic.Uint64
 	accepted atomic.Uint64
 	pending  atomic.Int64 // fetches issued whose answers have not been delivered
 
-	date atomic.Pointer[[]byte] // the HTTP Date header value, refreshed every second
+	date  atomic.Pointer[[]byte] // the HTTP Date header value, refreshed every second
+	clock atomic.Int64           // seconds since started, refreshed every second (idle checks)
 
 	loopsMu sync.Mutex // protects loops and nextCPU
 	loops   map[gnet.EventLoop]*loop
@@ -102,7 +110,7 @@ func (s *Server) Serve() error {
 	if loops <= 0 {
 		loops = runtime.NumCPU()
 	}
-	err := gnet.Run(s, "tcp://"+s.cfg.Listen,
+	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(loops),
 		gnet.WithLockOSThread(true),
@@ -110,7 +118,14 @@ func (s *Server) Serve() error {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithTicker(true),
 		gnet.WithLogger(gnetLogger{s.log}),
-	)
+	}
+	if s.cfg.TCPKeepAlive > 0 {
+		// Probes start after the period, then every fifth of it, five times
+		// (gnet's defaults): a vanished peer is found within twice the
+		// period. The kernel counts in whole seconds.
+		opts = append(opts, gnet.WithTCPKeepAlive(max(s.cfg.TCPKeepAlive, time.Second)))
+	}
+	err := gnet.Run(s, "tcp://"+s.cfg.Listen, opts...)
 	if err != nil && errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("--listen %s: address already in use", s.cfg.Listen)
 	}
@@ -146,11 +161,43 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	return gnet.None
 }
 
-// OnTick refreshes the Date header once a second. It runs on gnet's ticker
-// goroutine, not on a loop.
+// OnTick refreshes the Date header and the clock once a second, and has
+// every loop close its idle clients. It runs on gnet's ticker goroutine, not
+// on a loop.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.updateDate()
+	s.clock.Store(int64(time.Since(s.started) / time.Second))
+	if s.cfg.IdleTimeout > 0 {
+		s.loopsMu.Lock()
+		for _, lp := range s.loops {
+			_ = lp.el.Execute(context.Background(), lp.idleCheck)
+		}
+		s.loopsMu.Unlock()
+	}
 	return time.Second, gnet.None
+}
+
+// closeIdle closes lp's clients that have sent nothing for IdleTimeout and
+// wait for no answer; it runs on lp.
+func (s *Server) closeIdle(lp *loop) {
+	limit := int64(s.cfg.IdleTimeout / time.Second)
+	if limit < 1 {
+		limit = 1
+	}
+	now := s.clock.Load()
+	idle := lp.idle[:0]
+	for _, cn := range lp.conns {
+		if now-cn.lastRead >= limit && cn.queued() == 0 {
+			idle = append(idle, cn)
+		}
+	}
+	for _, cn := range idle {
+		if !cn.closed {
+			_ = lp.el.Close(cn.c) // OnClose takes cn off lp.conns
+		}
+	}
+	clear(idle)
+	lp.idle = idle[:0]
 }
 
 func (s *Server) updateDate() {
@@ -162,41 +209,73 @@ func (s *Server) dateNow() []byte { return *s.date.Load() }
 
 const http1123 = "Mon, 02 Jan 2006 15:04:05 GMT"
 
+// maxRefusing bounds the refused connections held open at once, each for up
+// to refuseWait, to be told why in their own protocol. Past it a refused
+// connection is closed at once without a word, so that a client opening
+// connections in a loop cannot run the proxy out of descriptors.
+const (
+	maxRefusing = 64
+	refuseWait  = time.Second
+)
+
 // OnOpen admits a connection, or marks it to be refused when MaxClients are
 // open (the refusal is sent in the client's protocol, once its first bytes
-// say which).
+// say which, or as RESP after refuseWait of silence).
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if s.draining.Load() {
 		return nil, gnet.Close
 	}
-	cn := &conn{c: c, lp: s.loopOf(c), id: s.accepted.Add(1)}
 	if s.clients.Add(1) > int64(s.cfg.MaxClients) {
 		s.clients.Add(-1)
 		s.rejected.Add(1)
+		if s.refusing.Add(1) > maxRefusing {
+			s.refusing.Add(-1)
+			return nil, gnet.Close
+		}
+		cn := s.newConn(c)
 		cn.rejected = true
 		s.closeIfSilent(cn)
+		return nil, gnet.None
 	}
-	c.SetContext(cn)
+	s.newConn(c)
 	return nil, gnet.None
+}
+
+// newConn creates c's state and registers it with its loop.
+func (s *Server) newConn(c gnet.Conn) *conn {
+	lp := s.loopOf(c)
+	cn := &conn{c: c, lp: lp, id: s.accepted.Add(1), lastRead: s.clock.Load(), index: len(lp.conns)}
+	lp.conns = append(lp.conns, cn)
+	c.SetContext(cn)
+	return cn
 }
 
 // OnClose marks the connection closed, so that late deliveries skip it: its
 // fd may already belong to another client.
 func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	cn, ok := c.Context().(*conn)
-	if !ok {
+	if !ok || cn.closed {
 		return gnet.None
 	}
 	cn.closed = true
-	if !cn.rejected {
+	cn.big = nil
+	if cn.rejected {
+		s.refusing.Add(-1)
+	} else {
 		s.clients.Add(-1)
 	}
+	lp := cn.lp
+	last := lp.conns[len(lp.conns)-1]
+	lp.conns[cn.index], last.index = last, cn.index
+	lp.conns[len(lp.conns)-1] = nil
+	lp.conns = lp.conns[:len(lp.conns)-1]
 	return gnet.None
 }
 
 // OnTraffic answers every complete request that has arrived.
 func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	cn := c.Context().(*conn)
+	cn.lastRead = s.clock.Load()
 	if s.process(cn) {
 		return gnet.Close
 	}
@@ -213,6 +292,15 @@ type loop struct {
 	stats loopStats
 	inbox inbox         // fetch results waiting for this loop
 	drain gnet.Runnable // runs drainInbox on this loop
+
+	conns     []*conn       // every open connection of this loop (idle checks)
+	idle      []*conn       // closeIdle's scratch
+	idleCheck gnet.Runnable // runs Server.closeIdle on this loop
+
+	watched    []*conn       // connections waiting for their clients to read
+	watchSpare []*conn       // the last list checked, for reuse
+	watchArmed bool          // a check of watched is scheduled
+	watchCheck gnet.Runnable // runs Server.checkWatched on this loop
 }
 
 // loopOf returns the state of c's loop, creating it (and pinning the loop's
@@ -225,6 +313,8 @@ func (s *Server) loopOf(c gnet.Conn) *loop {
 	if !ok {
 		lp = &loop{el: el}
 		lp.drain = gnet.RunnableFunc(func(context.Context) error { s.drainInbox(lp); return nil })
+		lp.idleCheck = gnet.RunnableFunc(func(context.Context) error { s.closeIdle(lp); return nil })
+		lp.watchCheck = gnet.RunnableFunc(func(context.Context) error { s.checkWatched(lp); return nil })
 		s.loops[el] = lp
 		if len(s.cpus) > 1 {
 			s.pinThread(s.cpus[s.nextCPU%len(s.cpus)])
@@ -270,15 +360,19 @@ func allowedCPUs() []int {
 	return cpus
 }
 
-// closeIfSilent closes a refused connection that has not said anything
-// within a second, so a client that never speaks cannot hold a descriptor.
+// closeIfSilent refuses, in RESP (Redis's own words), and closes a refused
+// connection that has not said anything within refuseWait, so a client that
+// never speaks cannot hold a descriptor.
 func (s *Server) closeIfSilent(cn *conn) {
-	time.AfterFunc(time.Second, func() {
+	time.AfterFunc(refuseWait, func() {
 		_ = cn.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			if !cn.closed && !cn.closing {
 				cn.lp.out = s.appendRefusal(cn.lp.out, cn)
 				cn.closing = true
-				s.flush(cn)
+				_, _ = cn.c.Discard(-1)
+				if s.flush(cn) {
+					_ = cn.lp.el.Close(cn.c)
+				}
 			}
 			return nil
 		}))

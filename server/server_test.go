@@ -70,9 +70,25 @@ type fakeConn struct {
 	out       bytes.Buffer
 	ctx       any
 	closed    bool
+
+	looked int  // bytes handed out by Peek and Read: the server's reading work
+	stuck  bool // the client reads nothing: written bytes stay unsent
+	unsent int  // bytes written while stuck
 }
 
-func (c *fakeConn) Peek(n int) ([]byte, error) { return c.in, nil }
+func (c *fakeConn) Peek(n int) ([]byte, error) {
+	if n <= 0 || n > len(c.in) {
+		n = len(c.in)
+	}
+	c.looked += n
+	return c.in[:n], nil
+}
+func (c *fakeConn) Read(p []byte) (int, error) {
+	n := copy(p, c.in)
+	c.looked += n
+	c.in = c.in[:copy(c.in, c.in[n:])]
+	return n, nil
+}
 func (c *fakeConn) Discard(n int) (int, error) {
 	if n <= 0 || n >= len(c.in) {
 		n = len(c.in)
@@ -80,9 +96,14 @@ func (c *fakeConn) Discard(n int) (int, error) {
 	c.in = c.in[:copy(c.in, c.in[n:])] // keep the buffer, as gnet keeps its ring
 	return n, nil
 }
-func (c *fakeConn) InboundBuffered() int          { return len(c.in) }
-func (c *fakeConn) Write(p []byte) (int, error)   { return c.out.Write(p) }
-func (c *fakeConn) OutboundBuffered() int         { return 0 }
+func (c *fakeConn) InboundBuffered() int { return len(c.in) }
+func (c *fakeConn) Write(p []byte) (int, error) {
+	if c.stuck {
+		c.unsent += len(p)
+	}
+	return c.out.Write(p)
+}
+func (c *fakeConn) OutboundBuffered() int         { return c.unsent }
 func (c *fakeConn) Context() any                  { return c.ctx }
 func (c *fakeConn) SetContext(v any)              { c.ctx = v }
 func (c *fakeConn) EventLoop() gnet.EventLoop     { return c.loop }

@@ -14,11 +14,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	_ "net/http/pprof"
+	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,6 +48,8 @@ type config struct {
 	respectTTL      bool
 	trackPrefixes   string
 	shutdownTimeout time.Duration
+	idleTimeout     time.Duration
+	tcpKeepAlive    time.Duration
 	pinCPUs         bool
 	logLevel        string
 	pprof           string
@@ -66,18 +71,20 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:6380", "`host:port` serving both HTTP and RESP")
 	fs.StringVar(&c.redis, "redis", "127.0.0.1:6379", "backing Redis: `host:port` or redis://[user:pass@]host:port[/db] (rediss:// for TLS)")
-	fs.IntVar(&c.capacity, "capacity", 100000, "cache capacity in `keys` (0 caches nothing)")
+	intFlag(fs, &c.capacity, "capacity", 100000, 0, maxCapacity, "cache capacity in `keys` (0 caches nothing)")
 	fs.Var(&c.maxMemory, "max-memory", "most `bytes` of keys and values cached, e.g. 512MiB or 2GB (0 = no limit besides --capacity)")
-	fs.DurationVar(&c.ttl, "ttl", 10*time.Second, "how long an entry is served after it was fetched")
-	fs.IntVar(&c.maxClients, "max-clients", 10000, "open client connections allowed at once")
-	fs.IntVar(&c.maxParallel, "max-parallel", 256, "backend fetches in flight at once (more are queued)")
-	fs.IntVar(&c.loops, "loops", 0, "event loops (0 = one per CPU)")
-	fs.DurationVar(&c.backendTimeout, "backend-timeout", time.Second, "longest wait for Redis on a miss (then 504 / -ERR backend timeout)")
-	fs.DurationVar(&c.staleIfError, "stale-if-error", 0, "when Redis fails, serve an entry expired less than this ago (0 = off)")
+	durationFlag(fs, &c.ttl, "ttl", 10*time.Second, 1, "how long an entry is served after it was fetched")
+	intFlag(fs, &c.maxClients, "max-clients", 10000, 1, maxClients, "open client connections allowed at once")
+	intFlag(fs, &c.maxParallel, "max-parallel", 256, 1, maxParallel, "backend fetches in flight at once (more are queued)")
+	intFlag(fs, &c.loops, "loops", 0, 0, maxLoops, "event loops (0 = one per CPU)")
+	durationFlag(fs, &c.backendTimeout, "backend-timeout", time.Second, 1, "longest wait for Redis on a miss (then 504 / -ERR backend timeout)")
+	durationFlag(fs, &c.staleIfError, "stale-if-error", 0, 0, "when Redis fails, serve an entry expired less than this ago (0 = off)")
 	fs.BoolVar(&c.invalidation, "invalidation", true, "drop keys Redis says changed (CLIENT TRACKING BCAST); false: TTL only")
 	fs.BoolVar(&c.respectTTL, "respect-redis-ttl", true, "expire each entry no later than its key in Redis (a PTTL with every fetch)")
 	fs.StringVar(&c.trackPrefixes, "track-prefix", "", "comma-separated key `prefixes` to track (empty: all keys)")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 5*time.Second, "on SIGINT/SIGTERM, longest wait for answers in flight")
+	durationFlag(fs, &c.shutdownTimeout, "shutdown-timeout", 5*time.Second, 1, "on SIGINT/SIGTERM, longest wait for answers in flight")
+	durationFlag(fs, &c.idleTimeout, "idle-timeout", 0, 0, "close a client that has sent nothing for this long and waits for no answer (0 = never)")
+	durationFlag(fs, &c.tcpKeepAlive, "tcp-keepalive", 300*time.Second, 0, "TCP keep-alive period of client sockets, so vanished peers are closed (0 = off)")
 	fs.BoolVar(&c.pinCPUs, "pin-cpus", true, "pin each event loop's thread to its own CPU")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.pprof, "pprof", "", "`host:port` serving Go's /debug/pprof/ profiles (empty: off)")
@@ -86,7 +93,13 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 		fmt.Fprintf(usage, "Usage: redis-proxy [flags]\n\nEvery flag can also be set by its environment variable; the flag wins.\n\n")
 		fs.VisitAll(func(f *flag.Flag) {
 			name, text := flag.UnquoteUsage(f)
+			if t, ok := f.Value.(interface{ typeName() string }); ok && name == "value" {
+				name = t.typeName()
+			}
 			fmt.Fprintf(usage, "  --%s %s\n        %s (env %s, default %q)\n", f.Name, name, text, envName(f.Name), f.DefValue)
+			if r, ok := f.Value.(interface{ allowed() string }); ok {
+				fmt.Fprintf(usage, "        allowed: %s\n", r.allowed())
+			}
 		})
 	}
 
@@ -111,7 +124,17 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
 			return c, usageError{"unknown flag --" + name + " (redis-proxy --help lists them)"}
 		}
-		return c, usageError{strings.Replace(err.Error(), "flag -", "flag --", 1)}
+		// The flag package names flags with one dash: "invalid value ... for
+		// flag -ttl", "invalid boolean value ... for -pin-cpus", "flag needs
+		// an argument: -ttl".
+		msg := err.Error()
+		for _, before := range []string{"for flag -", "for -", "argument: -"} {
+			if i := strings.Index(msg, before); i >= 0 {
+				msg = msg[:i+len(before)] + "-" + msg[i+len(before):]
+				break
+			}
+		}
+		return c, usageError{msg}
 	}
 	if fs.NArg() > 0 {
 		return c, usageError{fmt.Sprintf("unexpected argument %q: every setting is a --flag", fs.Arg(0))}
@@ -128,28 +151,21 @@ func unwrapParse(err error) error {
 	return err
 }
 
+// validate checks what the flag values cannot check one by one. Numbers and
+// durations are range-checked as they are parsed (intRange, durationRange,
+// byteSize), so that a value too large for its type is refused with the
+// range rather than wrapped.
 func (c *config) validate() error {
-	switch {
-	case c.listen == "":
-		return usageError{"--listen: must be host:port"}
-	case c.capacity < 0:
-		return usageError{fmt.Sprintf("--capacity: must be 0 or more keys, got %d", c.capacity)}
-	case c.maxMemory < 0:
-		return usageError{fmt.Sprintf("--max-memory: must be 0 (no limit) or more bytes, got %d", c.maxMemory)}
-	case c.ttl <= 0:
-		return usageError{fmt.Sprintf("--ttl: must be positive, got %s", c.ttl)}
-	case c.maxClients < 1:
-		return usageError{fmt.Sprintf("--max-clients: must be at least 1, got %d", c.maxClients)}
-	case c.maxParallel < 1:
-		return usageError{fmt.Sprintf("--max-parallel: must be at least 1, got %d", c.maxParallel)}
-	case c.loops < 0 || c.loops > 256:
-		return usageError{fmt.Sprintf("--loops: must be 0 (one per CPU) to 256, got %d", c.loops)}
-	case c.backendTimeout <= 0:
-		return usageError{fmt.Sprintf("--backend-timeout: must be positive, got %s", c.backendTimeout)}
-	case c.staleIfError < 0:
-		return usageError{fmt.Sprintf("--stale-if-error: must be 0 (off) or positive, got %s", c.staleIfError)}
-	case c.shutdownTimeout <= 0:
-		return usageError{fmt.Sprintf("--shutdown-timeout: must be positive, got %s", c.shutdownTimeout)}
+	if err := checkAddr("--listen", c.listen); err != nil {
+		return err
+	}
+	if err := checkRedis(c.redis); err != nil {
+		return err
+	}
+	if c.pprof != "" {
+		if err := checkAddr("--pprof", c.pprof); err != nil {
+			return err
+		}
 	}
 	if _, err := logLevel(c.logLevel); err != nil {
 		return err
@@ -157,11 +173,145 @@ func (c *config) validate() error {
 	return nil
 }
 
+// checkAddr accepts host:port with a port from 1 to 65535 (or a service name
+// such as "http"); the host may be empty, meaning every interface.
+func checkAddr(flagName, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		err = checkPort(port)
+	}
+	if err != nil {
+		return usageError{fmt.Sprintf("%s: must be host:port with a port from 1 to 65535, got %q", flagName, addr)}
+	}
+	return nil
+}
+
+func checkPort(port string) error {
+	n, err := net.LookupPort("tcp", port)
+	if err == nil && n == 0 {
+		err = errors.New("port 0")
+	}
+	return err
+}
+
+// checkRedis checks the port of --redis, in either form; the rest of the
+// address (and the URL) is for the backend to judge.
+func checkRedis(addr string) error {
+	port := ""
+	if strings.Contains(addr, "://") {
+		if u, err := url.Parse(addr); err == nil {
+			port = u.Port()
+		}
+	} else if _, p, err := net.SplitHostPort(addr); err == nil {
+		port = p
+	}
+	if port != "" && checkPort(port) != nil {
+		return usageError{fmt.Sprintf("--redis: the port must be 1 to 65535, got %q in %q", port, addr)}
+	}
+	return nil
+}
+
+// The limits of the numeric flags, beyond which a value cannot mean anything.
+const (
+	// maxCapacity is what lru can index: 256 shards of 2^32-2 entries each
+	// (uint32 entry indices, entry 0 the list's sentinel); lru's
+	// TestCapacityLimit checks the figure.
+	maxCapacity = min(256*(1<<32-2), math.MaxInt)
+	// maxClients: a process cannot have more descriptors open than a C int
+	// counts, so no more connections than this can ever be open at once.
+	maxClients = math.MaxInt32
+	// maxParallel: every fetch in flight is a worker goroutine started up
+	// front; past a million they take gigabytes before the first request,
+	// and far more than one Redis can be kept busy with.
+	maxParallel = 1 << 20
+	// maxLoops is gnet's cap on event loops (gfd.EventLoopIndexMax).
+	maxLoops = 256
+	// maxDuration is Go's longest duration, about 292 years.
+	maxDuration = time.Duration(math.MaxInt64)
+)
+
+// intRange is an int flag that takes only min..max (base prefixes such as
+// 0x allowed, as the flag package's ints do).
+type intRange struct {
+	p        *int
+	min, max int64
+}
+
+func intFlag(fs *flag.FlagSet, p *int, name string, value int, min, max int64, usage string) {
+	*p = value
+	fs.Var(&intRange{p, min, max}, name, usage)
+}
+
+func (r *intRange) String() string {
+	if r.p == nil {
+		return "0"
+	}
+	return strconv.Itoa(*r.p)
+}
+
+func (r *intRange) typeName() string { return "int" }
+
+func (r *intRange) allowed() string { return fmt.Sprintf("%d to %d", r.min, r.max) }
+
+func (r *intRange) Set(s string) error {
+	n, err := strconv.ParseInt(s, 0, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return errors.New("not a whole number")
+	}
+	if err != nil || n < r.min || n > r.max {
+		return fmt.Errorf("must be %s", r.allowed())
+	}
+	*r.p = int(n)
+	return nil
+}
+
+// durationRange is a duration flag that takes only min up to Go's longest
+// duration. A value longer than that cannot be held, and is refused with the
+// range, not with the flag package's "parse error".
+type durationRange struct {
+	p   *time.Duration
+	min time.Duration
+}
+
+func durationFlag(fs *flag.FlagSet, p *time.Duration, name string, value, min time.Duration, usage string) {
+	*p = value
+	fs.Var(&durationRange{p, min}, name, usage)
+}
+
+func (r *durationRange) typeName() string { return "duration" }
+
+func (r *durationRange) String() string {
+	if r.p == nil {
+		return "0s"
+	}
+	return r.p.String()
+}
+
+func (r *durationRange) allowed() string {
+	return fmt.Sprintf("%s to %s (about 292 years)", r.min, maxDuration)
+}
+
+// durationSyntax is time.ParseDuration's grammar: what matches it and still
+// fails to parse is too long for a time.Duration.
+var durationSyntax = regexp.MustCompile(`^[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h))+$`)
+
+func (r *durationRange) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil && !durationSyntax.MatchString(s) {
+		return errors.New("not a duration (such as 300ms, 10s or 1h30m)")
+	}
+	if err != nil || d < r.min {
+		return fmt.Errorf("must be %s", r.allowed())
+	}
+	*r.p = d
+	return nil
+}
+
 // byteSize is a flag value in bytes: a number with an optional unit, decimal
 // (KB, MB, GB, TB) or binary (KiB, MiB, GiB, TiB), case-insensitive.
 type byteSize int64
 
-var byteUnits = map[string]float64{
+var byteUnits = map[string]int64{
 	"": 1, "b": 1,
 	"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
 	"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
@@ -169,17 +319,40 @@ var byteUnits = map[string]float64{
 
 func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
 
+func (b *byteSize) allowed() string {
+	return fmt.Sprintf("0 (no limit) to %d bytes (about 9.2 million TB)", int64(math.MaxInt64))
+}
+
+// Set reads a size, refusing one that does not fit in an int64 of bytes
+// (rather than wrapping it to a negative number) and a fraction of a byte
+// (which would otherwise become 0, no limit). Whole numbers are multiplied
+// exactly; fractions are rounded to the nearest byte.
 func (b *byteSize) Set(s string) error {
 	num := strings.TrimRightFunc(s, unicode.IsLetter)
 	mult, ok := byteUnits[strings.ToLower(s[len(num):])]
 	if !ok {
 		return fmt.Errorf("unknown unit %q (use B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)", s[len(num):])
 	}
-	n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-	if err != nil {
+	num = strings.TrimSpace(num)
+	if n, err := strconv.ParseInt(num, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		if err != nil || n < 0 || n > math.MaxInt64/mult {
+			return fmt.Errorf("must be %s", b.allowed())
+		}
+		*b = byteSize(n * mult)
+		return nil
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
 		return fmt.Errorf("not a size: %q", s)
 	}
-	*b = byteSize(n * mult)
+	v := math.Round(f * float64(mult))
+	if err != nil || !(v >= 0 && v < math.MaxInt64) { // MaxInt64 as a float is 2^63, one past
+		return fmt.Errorf("must be %s", b.allowed())
+	}
+	if v == 0 && f != 0 {
+		return fmt.Errorf("%q is less than a byte; 0 means no limit", s)
+	}
+	*b = byteSize(v)
 	return nil
 }
 
@@ -250,11 +423,13 @@ func run(cfg config) error {
 	}
 	defer be.Close()
 	srv := server.New(server.Config{
-		Listen:     cfg.listen,
-		Loops:      cfg.loops,
-		MaxClients: cfg.maxClients,
-		PinCPUs:    cfg.pinCPUs,
-		Logger:     log,
+		Listen:       cfg.listen,
+		Loops:        cfg.loops,
+		MaxClients:   cfg.maxClients,
+		PinCPUs:      cfg.pinCPUs,
+		IdleTimeout:  cfg.idleTimeout,
+		TCPKeepAlive: cfg.tcpKeepAlive,
+		Logger:       log,
 	}, cache, be)
 
 	if cfg.pprof != "" {
@@ -277,11 +452,16 @@ func run(cfg config) error {
 		return err
 	case <-srv.Listening():
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.backendTimeout)
-	if err := be.Ping(ctx); err != nil {
-		log.Warn("Redis does not answer yet; serving anyway and retrying on each miss", "redis", cfg.redis, "err", err)
-	}
-	cancel()
+	// The first ping only informs, so it runs beside the wait for a signal:
+	// with a long --backend-timeout and a Redis that does not answer, a
+	// SIGTERM must not wait for it.
+	pingCtx, stopPing := context.WithTimeout(context.Background(), cfg.backendTimeout)
+	defer stopPing() // before be.Close, deferred earlier
+	go func() {
+		if err := be.Ping(pingCtx); err != nil && !errors.Is(pingCtx.Err(), context.Canceled) {
+			log.Warn("Redis does not answer yet; serving anyway and retrying on each miss", "redis", cfg.redis, "err", err)
+		}
+	}()
 
 	select {
 	case err := <-served:
@@ -289,7 +469,7 @@ func run(cfg config) error {
 	case sig := <-signals:
 		log.Info("shutting down", "signal", sig.String())
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
 		log.Warn("shutdown did not finish cleanly", "err", err)

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
 	"io"
+	"math"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +21,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := config{listen: "127.0.0.1:6380", redis: "127.0.0.1:6379", capacity: 100000, ttl: 10 * time.Second,
 		maxClients: 10000, maxParallel: 256, loops: 0, backendTimeout: time.Second, shutdownTimeout: 5 * time.Second,
-		pinCPUs: true, logLevel: "info", pprof: "", invalidation: true, respectTTL: true}
+		tcpKeepAlive: 300 * time.Second, pinCPUs: true, logLevel: "info", pprof: "", invalidation: true, respectTTL: true}
 	if c != want {
 		t.Fatalf("got %+v\nwant %+v", c, want)
 	}
@@ -51,6 +54,9 @@ func TestErrorsNameTheSetting(t *testing.T) {
 		{[]string{"--stale-if-error=-1s"}, nil, "--stale-if-error"},
 		{[]string{"--max-memory=12parsecs"}, nil, "--max-memory"},
 		{[]string{"--bogus"}, nil, "unknown flag --bogus"},
+		{[]string{"--ttl"}, nil, "flag needs an argument: --ttl"},
+		{[]string{"--pin-cpus=maybe"}, nil, `invalid boolean value "maybe" for --pin-cpus`},
+		{[]string{"--capacity", "lots"}, nil, `invalid value "lots" for flag --capacity: not a whole number`},
 		{nil, map[string]string{"REDIS_PROXY_MAX_CLIENTS": "many"}, "REDIS_PROXY_MAX_CLIENTS (--max-clients)"},
 		{nil, map[string]string{"REDIS_PROXY_PIN_CPUS": "maybe"}, "REDIS_PROXY_PIN_CPUS (--pin-cpus)"},
 	} {
@@ -78,6 +84,203 @@ func TestHelp(t *testing.T) {
 	for _, want := range []string{"--listen", "REDIS_PROXY_LISTEN", "--max-parallel", "--ttl"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage lacks %s", want)
+		}
+	}
+}
+
+// Every flag's range, through the flag and through its environment variable:
+// a value is accepted (and read as want) or refused with one line that names
+// the flag and says what is allowed.
+func TestFlagRanges(t *testing.T) {
+	const maxDur = "2562047h47m16.854775807s"
+	field := map[string]func(config) any{
+		"listen":            func(c config) any { return c.listen },
+		"redis":             func(c config) any { return c.redis },
+		"capacity":          func(c config) any { return c.capacity },
+		"max-memory":        func(c config) any { return int64(c.maxMemory) },
+		"ttl":               func(c config) any { return c.ttl },
+		"max-clients":       func(c config) any { return c.maxClients },
+		"max-parallel":      func(c config) any { return c.maxParallel },
+		"loops":             func(c config) any { return c.loops },
+		"backend-timeout":   func(c config) any { return c.backendTimeout },
+		"stale-if-error":    func(c config) any { return c.staleIfError },
+		"invalidation":      func(c config) any { return c.invalidation },
+		"respect-redis-ttl": func(c config) any { return c.respectTTL },
+		"track-prefix":      func(c config) any { return c.trackPrefixes },
+		"shutdown-timeout":  func(c config) any { return c.shutdownTimeout },
+		"pin-cpus":          func(c config) any { return c.pinCPUs },
+		"idle-timeout":      func(c config) any { return c.idleTimeout },
+		"tcp-keepalive":     func(c config) any { return c.tcpKeepAlive },
+		"log-level":         func(c config) any { return c.logLevel },
+		"pprof":             func(c config) any { return c.pprof },
+	}
+	for _, tc := range []struct {
+		flag, value string
+		want        any    // the value read, when accepted
+		err         string // the error, when refused
+	}{
+		{"listen", "0.0.0.0:6380", "0.0.0.0:6380", ""},
+		{"listen", ":6380", ":6380", ""},
+		{"listen", "[::1]:65535", "[::1]:65535", ""},
+		{"listen", "localhost:http", "localhost:http", ""},
+		{"listen", "127.0.0.1", nil, `--listen: must be host:port with a port from 1 to 65535, got "127.0.0.1"`},
+		{"listen", "127.0.0.1:0", nil, "port from 1 to 65535"},
+		{"listen", "127.0.0.1:65536", nil, "port from 1 to 65535"},
+		{"listen", "127.0.0.1:-1", nil, "port from 1 to 65535"},
+		{"listen", "127.0.0.1:", nil, "port from 1 to 65535"},
+
+		{"redis", "redis.internal:6379", "redis.internal:6379", ""},
+		{"redis", "redis://u:p@h:1/2", "redis://u:p@h:1/2", ""},
+		{"redis", "rediss://h", "rediss://h", ""},
+		{"redis", "h:65536", nil, `--redis: the port must be 1 to 65535, got "65536" in "h:65536"`},
+		{"redis", "redis://h:0/0", nil, "--redis: the port must be 1 to 65535"},
+
+		{"capacity", "0", 0, ""},
+		{"capacity", "0x10", 16, ""},
+		{"capacity", "1099511627264", 1099511627264, ""},
+		{"capacity", "1099511627265", nil, "must be 0 to 1099511627264"},
+		{"capacity", "99999999999999999999", nil, "must be 0 to 1099511627264"},
+		{"capacity", "-1", nil, "must be 0 to 1099511627264"},
+		{"capacity", "1e6", nil, "not a whole number"},
+
+		{"max-memory", "0", int64(0), ""},
+		{"max-memory", "512MiB", int64(512 << 20), ""},
+		{"max-memory", "4.35KB", int64(4350), ""},
+		{"max-memory", "1e3", int64(1000), ""},
+		{"max-memory", "9223372036854775807", int64(math.MaxInt64), ""},
+		{"max-memory", "8388607TiB", int64(8388607 << 40), ""},
+		{"max-memory", "9223372TB", int64(9223372e12), ""},
+		{"max-memory", "99999999TB", nil, "must be 0 (no limit) to 9223372036854775807 bytes"},
+		{"max-memory", "8388608TiB", nil, "must be 0 (no limit) to 9223372036854775807 bytes"},
+		{"max-memory", "9223372036854775808", nil, "must be 0 (no limit) to 9223372036854775807 bytes"},
+		{"max-memory", "8388608.0TiB", nil, "must be 0 (no limit) to 9223372036854775807 bytes"},
+		{"max-memory", "1e300", nil, "must be 0 (no limit)"},
+		{"max-memory", "1e999", nil, "must be 0 (no limit)"},
+		{"max-memory", "-1", nil, "must be 0 (no limit)"},
+		{"max-memory", "-1.5GB", nil, "must be 0 (no limit)"},
+		{"max-memory", "0.1", nil, "less than a byte; 0 means no limit"},
+		{"max-memory", "12parsecs", nil, "unknown unit"},
+		{"max-memory", "lots", nil, "unknown unit"},
+		{"max-memory", "MB", nil, "not a size"},
+
+		{"ttl", "1ns", time.Nanosecond, ""},
+		{"ttl", "2562047h", 2562047 * time.Hour, ""},
+		{"ttl", maxDur, time.Duration(math.MaxInt64), ""},
+		{"ttl", "2562048h", nil, "must be 1ns to " + maxDur},
+		{"ttl", "9999999999999999999ns", nil, "must be 1ns to " + maxDur},
+		{"ttl", "0s", nil, "must be 1ns to " + maxDur},
+		{"ttl", "-1s", nil, "must be 1ns to " + maxDur},
+		{"ttl", "soon", nil, "not a duration"},
+		{"ttl", "10", nil, "not a duration"},
+
+		{"max-clients", "1", 1, ""},
+		{"max-clients", "2147483647", 2147483647, ""},
+		{"max-clients", "2147483648", nil, "must be 1 to 2147483647"},
+		{"max-clients", "0", nil, "must be 1 to 2147483647"},
+		{"max-clients", "many", nil, "not a whole number"},
+
+		{"max-parallel", "1", 1, ""},
+		{"max-parallel", "1048576", 1048576, ""},
+		{"max-parallel", "1048577", nil, "must be 1 to 1048576"},
+		{"max-parallel", "9007199254740993", nil, "must be 1 to 1048576"},
+		{"max-parallel", "0", nil, "must be 1 to 1048576"},
+
+		{"loops", "0", 0, ""},
+		{"loops", "256", 256, ""},
+		{"loops", "257", nil, "must be 0 to 256"},
+		{"loops", "-1", nil, "must be 0 to 256"},
+
+		{"backend-timeout", "1ms", time.Millisecond, ""},
+		{"backend-timeout", maxDur, time.Duration(math.MaxInt64), ""},
+		{"backend-timeout", "0", nil, "must be 1ns to " + maxDur},
+		{"backend-timeout", "-1s", nil, "must be 1ns to " + maxDur},
+		{"backend-timeout", "3000000h", nil, "must be 1ns to " + maxDur},
+
+		{"stale-if-error", "0", time.Duration(0), ""},
+		{"stale-if-error", maxDur, time.Duration(math.MaxInt64), ""},
+		{"stale-if-error", "-1s", nil, "must be 0s to " + maxDur},
+		{"stale-if-error", "3000000h", nil, "must be 0s to " + maxDur},
+
+		{"shutdown-timeout", "1s", time.Second, ""},
+		{"shutdown-timeout", maxDur, time.Duration(math.MaxInt64), ""},
+		{"shutdown-timeout", "0s", nil, "must be 1ns to " + maxDur},
+
+		{"idle-timeout", "0", time.Duration(0), ""},
+		{"idle-timeout", "5m", 5 * time.Minute, ""},
+		{"idle-timeout", "-1s", nil, "must be 0s to " + maxDur},
+		{"tcp-keepalive", "0", time.Duration(0), ""},
+		{"tcp-keepalive", "60s", time.Minute, ""},
+		{"tcp-keepalive", "-1s", nil, "must be 0s to " + maxDur},
+
+		{"invalidation", "false", false, ""},
+		{"invalidation", "maybe", nil, "parse error"},
+		{"respect-redis-ttl", "0", false, ""},
+		{"pin-cpus", "F", false, ""},
+		{"track-prefix", "user:,session:", "user:,session:", ""},
+
+		{"log-level", "WARN", "WARN", ""},
+		{"log-level", "loud", nil, `--log-level: must be debug, info, warn or error, got "loud"`},
+
+		{"pprof", "127.0.0.1:6060", "127.0.0.1:6060", ""},
+		{"pprof", "localhost", nil, "--pprof: must be host:port with a port from 1 to 65535"},
+		{"pprof", "127.0.0.1:70000", nil, "--pprof: must be host:port"},
+	} {
+		for _, via := range []string{"flag", "env"} {
+			args, vars := []string{"--" + tc.flag + "=" + tc.value}, map[string]string(nil)
+			if via == "env" {
+				args, vars = nil, map[string]string{envName(tc.flag): tc.value}
+			}
+			c, err := parseConfig(args, env(vars), io.Discard)
+			switch {
+			case tc.err == "" && err != nil:
+				t.Errorf("%s %s=%s: %v, want it accepted", via, tc.flag, tc.value, err)
+			case tc.err == "" && field[tc.flag](c) != tc.want:
+				t.Errorf("%s %s=%s: read %v, want %v", via, tc.flag, tc.value, field[tc.flag](c), tc.want)
+			case tc.err != "" && err == nil:
+				t.Errorf("%s %s=%s: accepted (%v), want %q", via, tc.flag, tc.value, field[tc.flag](c), tc.err)
+			case tc.err != "":
+				var ue usageError
+				if msg := err.Error(); !errors.As(err, &ue) || !strings.Contains(msg, tc.err) ||
+					!strings.Contains(msg, "--"+tc.flag) || strings.Contains(msg, "\n") {
+					t.Errorf("%s %s=%s: %q, want one usage error naming --%s and saying %q", via, tc.flag, tc.value, msg, tc.flag, tc.err)
+				}
+			}
+		}
+	}
+}
+
+// Every flag is in TestFlagRanges' table, so a new one gets its range decided.
+func TestFlagRangesCoverEveryFlag(t *testing.T) {
+	var usage strings.Builder
+	_, _ = parseConfig([]string{"--help"}, env(nil), &usage)
+	src, err := os.ReadFile("main_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(usage.String(), "\n") {
+		name, ok := strings.CutPrefix(line, "  --")
+		if !ok {
+			continue
+		}
+		name, _, _ = strings.Cut(name, " ")
+		if !strings.Contains(string(src), "\t\t{\""+name+"\", ") {
+			t.Errorf("--%s has no row in TestFlagRanges", name)
+		}
+	}
+}
+
+// The help states each numeric flag's range, as the errors do.
+func TestHelpStatesRanges(t *testing.T) {
+	var out strings.Builder
+	_, _ = parseConfig([]string{"--help"}, env(nil), &out)
+	for _, want := range []string{
+		"  --capacity keys\n", "allowed: 0 to 1099511627264\n",
+		"  --ttl duration\n", "allowed: 1ns to 2562047h47m16.854775807s",
+		"  --loops int\n", "allowed: 0 to 256\n",
+		"allowed: 0 (no limit) to 9223372036854775807 bytes",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, out.String())
 		}
 	}
 }

@@ -1,0 +1,288 @@
+package server
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// The limits that keep one client from exhausting, stalling or ballooning
+// the proxy, stepped through on the fake loop. Each test here failed on the
+// code before the limit was put in.
+
+// checkQueue asserts that cn.queuedBytes is exactly what its slots hold.
+func checkQueue(t *testing.T, cn *conn) {
+	t.Helper()
+	sum := 0
+	for _, sl := range cn.queue[cn.head:] {
+		if sl.size != len(sl.out)+sl.partBytes {
+			t.Fatalf("slot counts %d bytes, holds %d", sl.size, len(sl.out)+sl.partBytes)
+		}
+		sum += sl.size
+	}
+	if cn.queuedBytes != sum {
+		t.Fatalf("queuedBytes %d, slots hold %d", cn.queuedBytes, sum)
+	}
+}
+
+// A refused connection that says nothing is told why after refuseWait, and
+// closed; past maxRefusing waiting at once, more are closed on the spot.
+func TestRefusedSilentConnectionsAreClosed(t *testing.T) {
+	s, lp := newTestServer(t, nil)
+	s.cfg.MaxClients = 1
+	lp.open(t)
+	silent := lp.open(t) // refused, waits for its first bytes
+	start := time.Now()
+	lp.runUntil(t, func() bool { return silent.closed })
+	if waited := time.Since(start); waited < refuseWait/2 {
+		t.Fatalf("closed after %v, before the client could say which protocol it speaks", waited)
+	}
+	if got := silent.takeOut(); got != "-ERR max number of clients reached\r\n" {
+		t.Fatalf("silent refused client got %q", got)
+	}
+
+	var waiting []*fakeConn
+	closedAtOnce := 0
+	for range maxRefusing + 10 {
+		c := &fakeConn{loop: lp}
+		if _, action := s.OnOpen(c); action == gnet.Close {
+			closedAtOnce++
+			continue
+		}
+		waiting = append(waiting, c)
+	}
+	if len(waiting) != maxRefusing || closedAtOnce != 10 {
+		t.Fatalf("%d refused connections held open, %d closed at once; want %d and 10", len(waiting), closedAtOnce, maxRefusing)
+	}
+	if got := s.refusing.Load(); got != maxRefusing {
+		t.Fatalf("refusing = %d", got)
+	}
+	lp.runUntil(t, func() bool {
+		for _, c := range waiting {
+			if !c.closed {
+				return false
+			}
+		}
+		return true
+	})
+	if got := s.refusing.Load(); got != 0 {
+		t.Fatalf("refusing = %d after every refused connection closed", got)
+	}
+}
+
+// MGETs queued behind a miss count their parts against the queued-bytes
+// bound as they are encoded: eight MGETs naming a 50 KB key a hundred times
+// each (5 MB of answer each) stop the parsing after four, and the queue
+// never holds much more than maxQueuedBytes.
+func TestMGETCountsAgainstQueuedBytes(t *testing.T) {
+	redis, s, lp := newTestProxy(t)
+	redis.Do("SET", "m", "fetched")
+	big := strings.Repeat("x", 50<<10)
+	s.cache.Set("big", []byte(big))
+	c := lp.open(t)
+	cn := c.ctx.(*conn)
+	mget := "MGET nothere" + strings.Repeat(" big", 100) + "\r\n"
+	c.send("GET m\r\n" + strings.Repeat(mget, 8))
+	checkQueue(t, cn)
+	if len(c.in) == 0 {
+		t.Fatal("parsed every MGET behind the miss")
+	}
+	if limit := maxQueuedBytes + 100*(len(big)+16); cn.queuedBytes > limit {
+		t.Fatalf("%d bytes queued, bound %d", cn.queuedBytes, limit)
+	}
+	part := "$51200\r\n" + big + "\r\n"
+	want := "$7\r\nfetched\r\n" + strings.Repeat("*101\r\n$-1\r\n"+strings.Repeat(part, 100), 8)
+	lp.runUntil(t, func() bool { checkQueue(t, cn); return c.out.Len() >= len(want) })
+	if got := c.takeOut(); got != want {
+		t.Fatalf("got %d bytes, want %d", len(got), len(want))
+	}
+	if cn.queuedBytes != 0 || len(c.in) != 0 {
+		t.Fatalf("after everything: %d bytes queued, %d unparsed", cn.queuedBytes, len(c.in))
+	}
+}
+
+// One MGET whose answer would pass maxMGETBytes is answered with an error,
+// whether its keys are all cached or some are fetched, and the connection
+// goes on.
+func TestMGETAnswerBound(t *testing.T) {
+	redis, s, lp := newTestProxy(t)
+	redis.Do("SET", "m", "fetched")
+	s.cache.Set("big", []byte(strings.Repeat("x", 1<<20)))
+	n := maxMGETBytes>>20 + 1
+	c := lp.open(t)
+	c.send("MGET" + strings.Repeat(" big", n) + "\r\nPING\r\n")
+	if got := c.takeOut(); got != "-"+errMGETTooBig.Error()+"\r\n+PONG\r\n" {
+		t.Fatalf("all cached: %.100q", got)
+	}
+	c.send("MGET m" + strings.Repeat(" big", n) + "\r\nPING\r\n")
+	cn := c.ctx.(*conn)
+	if cn.queuedBytes > maxMGETBytes+2<<20 {
+		t.Fatalf("%d bytes queued for one MGET", cn.queuedBytes)
+	}
+	lp.runUntil(t, func() bool { return c.out.Len() > 0 })
+	if got := c.takeOut(); got != "-"+errMGETTooBig.Error()+"\r\n+PONG\r\n" {
+		t.Fatalf("with a miss: %.100q", got)
+	}
+	checkQueue(t, cn)
+}
+
+// Resuming a paused connection costs what it parses, not what it has
+// buffered: a pipeline of misses five times the queue limit is looked at
+// about once, however many times parsing pauses and resumes.
+func TestResumeCostIsProportional(t *testing.T) {
+	_, _, lp := newTestProxy(t)
+	c := lp.open(t)
+	n := 20 * maxQueued
+	in := strings.Repeat("GET missing\r\n", n)
+	c.send(in)
+	lp.runUntil(t, func() bool { return strings.Count(c.out.String(), "$-1\r\n") == n })
+	if c.looked > 3*len(in) {
+		t.Fatalf("looked at %d bytes to parse %d", c.looked, len(in))
+	}
+}
+
+// A large command trickled in a few bytes at a time is read once, not again
+// from its start on every arrival, and is answered right.
+func TestTrickledLargeCommand(t *testing.T) {
+	s, lp := newTestServer(t, nil)
+	s.cache.Set("k", []byte("v"))
+	var cmd strings.Builder
+	keys := 40000
+	fmt.Fprintf(&cmd, "*%d\r\n$4\r\nMGET\r\n", keys+1)
+	for range keys {
+		cmd.WriteString("$1\r\nk\r\n")
+	}
+	in := cmd.String() + "PING\r\n"
+	c := lp.open(t)
+	for i := 0; i < len(in); i += 50 {
+		c.send(in[i:min(i+50, len(in))])
+	}
+	want := fmt.Sprintf("*%d\r\n", keys) + strings.Repeat("$1\r\nv\r\n", keys) + "+PONG\r\n"
+	if got := c.takeOut(); got != want {
+		t.Fatalf("got %.80q... (%d bytes), want %d bytes", got, len(got), len(want))
+	}
+	if c.looked > 3*len(in) {
+		t.Fatalf("looked at %d bytes to parse %d", c.looked, len(in))
+	}
+	if cn := c.ctx.(*conn); cn.big != nil {
+		t.Fatal("the connection kept its large-request buffer after using it up")
+	}
+}
+
+// queuedBytes stays exactly the bytes its slots hold through every mix of
+// misses, hits, MGETs, FIFO compaction and deliveries, and is 0 once all is
+// answered (it used to drift below zero when the FIFO was compacted as a
+// ready answer was pushed).
+func TestQueuedBytesExact(t *testing.T) {
+	redis, s, lp := newTestProxy(t)
+	s.cache.Set("h", []byte("hit"))
+	redis.Do("SET", "m0", "v")
+	c := lp.open(t)
+	cn := c.ctx.(*conn)
+	for round := range 30 {
+		var b strings.Builder
+		for i := range 200 {
+			switch (round + i) % 5 {
+			case 0:
+				fmt.Fprintf(&b, "GET m%d\r\n", i%7)
+			case 1:
+				b.WriteString("GET h\r\n")
+			case 2:
+				fmt.Fprintf(&b, "MGET h m%d h\r\n", i%3)
+			case 3:
+				b.WriteString("PING\r\n")
+			default:
+				b.WriteString("MGET h h\r\n")
+			}
+		}
+		c.send(b.String())
+		checkQueue(t, cn)
+		for len(lp.tasks) > 0 {
+			lp.runTask(t)
+			checkQueue(t, cn)
+		}
+		s.cache.Invalidate("m0")
+	}
+	lp.runUntil(t, func() bool { return cn.queued() == 0 && len(c.in) == 0 })
+	if cn.queuedBytes != 0 {
+		t.Fatalf("queuedBytes %d with nothing queued", cn.queuedBytes)
+	}
+}
+
+// A client that reads slowly pauses its own pipeline once outputHigh bytes
+// wait unsent, and it resumes when the client has read them; one that never
+// reads is cut off once its unparsed input passes maxInbound, with an answer
+// saying so, instead of making the proxy hold its answers.
+func TestOutputBackpressure(t *testing.T) {
+	s, lp := newTestServer(t, nil)
+	big := strings.Repeat("x", 100<<10)
+	s.cache.Set("big", []byte(big))
+	c := lp.open(t)
+	c.stuck = true
+	n := 200
+	c.send(strings.Repeat("GET big\r\n", n))
+	if len(c.in) == 0 {
+		t.Fatal("kept answering a client that reads nothing")
+	}
+	if c.unsent > outputHigh+flushAt+len(big) {
+		t.Fatalf("%d bytes left unsent with the client", c.unsent)
+	}
+	c.stuck, c.unsent = false, 0 // the client reads everything
+	lp.runUntil(t, func() bool { return len(c.in) == 0 })
+	if got := strings.Count(c.takeOut(), big); got != n {
+		t.Fatalf("%d of %d answers", got, n)
+	}
+
+	never := lp.open(t)
+	never.stuck = true
+	cn := never.ctx.(*conn)
+	chunk := strings.Repeat("GET big\r\n", 1<<16)
+	for sent := 0; !cn.closing; sent += len(chunk) {
+		if sent > 2*maxInbound {
+			t.Fatalf("still reading a client that never reads after %d bytes", sent)
+		}
+		never.send(chunk)
+	}
+	if len(never.in) != 0 {
+		t.Fatalf("kept %d bytes of input from a client being cut off", len(never.in))
+	}
+	// It is closed once it has the answers it was sent (or lingerTimeout passes).
+	never.stuck, never.unsent = false, 0
+	lp.runUntil(t, func() bool { return never.closed })
+	if out := never.out.String(); !strings.HasSuffix(out, "-ERR Protocol error: request or unanswered pipeline over 64 MiB\r\n") {
+		t.Fatalf("cut off with %.80q at the end", out[max(0, len(out)-80):])
+	}
+}
+
+// --idle-timeout closes a client that has sent nothing for that long, unless
+// it waits for an answer; an active client stays.
+func TestIdleTimeout(t *testing.T) {
+	redis, s, lp := newTestProxy(t)
+	s.cfg.IdleTimeout = 2 * time.Second
+	redis.Do("SET", "slow", "v")
+	idle := lp.open(t)
+	active := lp.open(t)
+	waiting := lp.open(t)
+	waiting.send("GET slow\r\n") // the answer is queued; its delivery is not run yet
+	lp0 := idle.ctx.(*conn).lp
+	s.clock.Store(1)
+	active.send("PING\r\n")
+	s.closeIdle(lp0)
+	if idle.closed || active.closed || waiting.closed {
+		t.Fatal("closed a client before the idle timeout")
+	}
+	s.clock.Store(2)
+	s.closeIdle(lp0)
+	if !idle.closed {
+		t.Fatal("an idle client was not closed")
+	}
+	if active.closed || waiting.closed {
+		t.Fatal("closed an active client, or one waiting for its answer")
+	}
+	if len(lp0.conns) != 2 {
+		t.Fatalf("%d connections registered, want 2", len(lp0.conns))
+	}
+}
