@@ -110,7 +110,7 @@ func (s *Server) Serve() error {
 	if loops <= 0 {
 		loops = runtime.NumCPU()
 	}
-	opts := []gnet.Option{
+	err := gnet.Run(s, "tcp://"+s.cfg.Listen,
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(loops),
 		gnet.WithLockOSThread(true),
@@ -118,14 +118,7 @@ func (s *Server) Serve() error {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithTicker(true),
 		gnet.WithLogger(gnetLogger{s.log}),
-	}
-	if s.cfg.TCPKeepAlive > 0 {
-		// Probes start after the period, then every fifth of it, five times
-		// (gnet's defaults): a vanished peer is found within twice the
-		// period. The kernel counts in whole seconds.
-		opts = append(opts, gnet.WithTCPKeepAlive(max(s.cfg.TCPKeepAlive, time.Second)))
-	}
-	err := gnet.Run(s, "tcp://"+s.cfg.Listen, opts...)
+	)
 	if err != nil && errors.Is(err, syscall.EADDRINUSE) {
 		return fmt.Errorf("--listen %s: address already in use", s.cfg.Listen)
 	}
@@ -238,7 +231,22 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.None
 	}
 	s.newConn(c)
+	s.keepAlive(c)
 	return nil, gnet.None
+}
+
+// keepAlive turns on TCP keep-alive probes for c as Redis does: the first
+// after TCPKeepAlive of silence, then every third of it, three times, so a
+// peer that vanished is found within twice the period. (gnet's own option
+// is not used: it replaces the listener's bind error with its own.)
+func (s *Server) keepAlive(c gnet.Conn) {
+	if s.cfg.TCPKeepAlive <= 0 {
+		return
+	}
+	idle := max(s.cfg.TCPKeepAlive, time.Second) // the kernel counts in seconds
+	if err := c.SetKeepAlive(true, idle, max(idle/3, time.Second), 3); err != nil {
+		s.log.Debug("tcp keep-alive not set", "remote", c.RemoteAddr(), "err", err)
+	}
 }
 
 // newConn creates c's state and registers it with its loop.
