@@ -61,7 +61,7 @@ const (
 	firstWindow = 4 << 10
 	readWindow  = 128 << 10
 	// bigAt is the size from which an incomplete RESP request is moved out
-	// of gnet's buffer into the connection's own (bigRequest), so that the
+	// of gnet's buffer into the connection's own (heldInput), so that the
 	// rest of it, however it trickles in, is copied and parsed once.
 	bigAt = 4 << 10
 	// lingerTimeout bounds how long a closing connection may take to read
@@ -80,16 +80,16 @@ type conn struct {
 	lp *loop
 
 	proto     proto.Protocol
-	closed    bool // OnClose has run: never touch c again
-	closing   bool // parse nothing more; close once the queued answers are written
-	lingering bool // closing, and waiting for the socket to take the last bytes
-	rejected  bool // over --max-clients: refuse on the first bytes
-	resp3     bool // HELLO 3 switched the connection to RESP3
-	paused    bool // the FIFO was full when parsing stopped
-	blocked   bool // more than outputHigh unsent: parse nothing until it drains
-	watched   bool // on lp.watched
-	need      int  // bytes the incomplete request at the front needs, when known
-	big       *bigRequest
+	closed    bool       // OnClose has run: never touch c again
+	closing   bool       // parse nothing more; close once the queued answers are written
+	lingering bool       // closing, and waiting for the socket to take the last bytes
+	rejected  bool       // over --max-clients: refuse on the first bytes
+	resp3     bool       // HELLO 3 switched the connection to RESP3
+	paused    bool       // the FIFO was full when parsing stopped
+	blocked   bool       // more than outputHigh unsent: parse nothing until it drains
+	watched   bool       // on lp.watched
+	need      int        // bytes the incomplete request at the front needs, when known
+	held      *heldInput // input moved out of gnet's buffer, if any
 
 	queue       []*slot // answers not yet written; queue[head:] are live
 	head        int
@@ -194,40 +194,45 @@ func (cn *conn) drained() bool {
 // unparsed is how much of the client's input waits to be parsed.
 func (cn *conn) unparsed() int {
 	n := cn.c.InboundBuffered()
-	if cn.big != nil {
-		n += len(cn.big.buf) - cn.big.off
+	if cn.held != nil {
+		n += len(cn.held.buf) - cn.held.off
 	}
 	return n
 }
 
-// bigRequest is the input of a connection whose request at the front is
-// large (bigAt) and incomplete. Re-reading such a request from gnet's buffer
-// on every arrival would cost its whole size each time (and a copy, once the
-// buffer wraps): quadratic in its size for a client that trickles it in.
-// Instead every byte is moved here once as it arrives, and the parse resumes
-// where it stopped (proto.ContinueCommand). Requests behind it are parsed
-// from here too, until buf is used up and the connection goes back to
-// parsing gnet's buffer in place.
-type bigRequest struct {
+// heldInput is a connection's input moved out of gnet's buffer, in two cases:
+//   - the request at the front is large (bigAt) and incomplete: re-reading it
+//     from gnet's buffer on every arrival would cost its whole size each time
+//     (and a copy, once the buffer wraps), quadratic in its size for a client
+//     that trickles it in. Instead every byte is moved here once as it
+//     arrives, and the parse resumes where it stopped (proto.ContinueCommand);
+//   - the connection is stalled and its client keeps sending: gnet's buffer
+//     grows in powers of two from a pool that keeps the smaller ones, which
+//     made a client that never reads cost five times its unparsed input;
+//     here it costs about what it sent.
+//
+// Requests behind are parsed from here too, until buf is used up and the
+// connection goes back to parsing gnet's buffer in place.
+type heldInput struct {
 	buf []byte
 	off int           // bytes of buf parsed and answered
 	cmd proto.Command // the parse progress of the request at buf[off:]
 }
 
-// take moves whatever gnet holds for c to the end of b.buf.
-func (b *bigRequest) take(c gnet.Conn) {
+// take moves whatever gnet holds for c to the end of h.buf.
+func (h *heldInput) take(c gnet.Conn) {
 	n := c.InboundBuffered()
 	if n == 0 {
 		return
 	}
-	if b.off > 0 && b.off >= len(b.buf)/2 {
+	if h.off > 0 && h.off >= len(h.buf)/2 {
 		// The parse progress counts from buf[off:], so moving it is safe.
-		b.buf = b.buf[:copy(b.buf, b.buf[b.off:])]
-		b.off = 0
+		h.buf = h.buf[:copy(h.buf, h.buf[h.off:])]
+		h.off = 0
 	}
-	b.buf = slices.Grow(b.buf, n)
-	m, _ := c.Read(b.buf[len(b.buf) : len(b.buf)+n])
-	b.buf = b.buf[:len(b.buf)+m]
+	h.buf = slices.Grow(h.buf, n)
+	m, _ := c.Read(h.buf[len(h.buf) : len(h.buf)+n])
+	h.buf = h.buf[:len(h.buf)+m]
 }
 
 // process answers every complete request buffered on cn, as far as its
@@ -237,16 +242,25 @@ func (s *Server) process(cn *conn) bool {
 	c := cn.c
 	if cn.closing {
 		_, _ = c.Discard(-1) // n <= 0 discards everything: input after the last answer is ignored
-		cn.big = nil
+		cn.held = nil
 		return false
 	}
-	if n := cn.unparsed(); n > maxInbound {
+	if n := cn.unparsed(); n > maxInbound { // the client is far ahead of its answers
 		s.log.Warn("closing client: query buffer over limit", "remote", c.RemoteAddr(), "bytes", n)
 		s.refuseInput(cn)
-		return s.flush(cn)
+		return true
 	}
 	if cn.blocked && c.OutboundBuffered() <= outputLow {
 		cn.blocked = false
+	}
+	if cn.stalled() && c.InboundBuffered() > readWindow {
+		if cn.held == nil {
+			// Room for all a client may send ahead, reserved at once: growing
+			// the buffer step by step would leave every smaller one behind
+			// as garbage, and the kernel backs only the pages written to.
+			cn.held = &heldInput{buf: make([]byte, 0, maxInbound+readWindow)}
+		}
+		cn.held.take(c)
 	}
 	if cn.proto == proto.Unknown {
 		buf, _ := c.Peek(min(c.InboundBuffered(), readWindow))
@@ -262,8 +276,8 @@ func (s *Server) process(cn *conn) bool {
 	}
 	window := firstWindow
 	for !cn.stalled() {
-		if cn.big != nil {
-			if !s.serveBig(cn) {
+		if cn.held != nil {
+			if !s.serveHeld(cn) {
 				break
 			}
 			continue
@@ -288,7 +302,7 @@ func (s *Server) process(cn *conn) bool {
 				window = 2 * len(buf)
 			}
 		case cn.proto == proto.RESP && len(buf)-used >= bigAt:
-			cn.big = new(bigRequest) // large and incomplete: collect it apart
+			cn.held = new(heldInput) // large and incomplete: collect it apart
 		default:
 			cn.paused = cn.full()
 			return s.flush(cn) // wait for the rest of the request
@@ -298,15 +312,15 @@ func (s *Server) process(cn *conn) bool {
 	return s.flush(cn)
 }
 
-// serveBig takes what has arrived into cn.big and answers what is complete
+// serveHeld takes what has arrived into cn.held and answers what is complete
 // in it; it reports whether that used anything up.
-func (s *Server) serveBig(cn *conn) bool {
-	b := cn.big
-	b.take(cn.c)
-	used := s.serve(cn, b.buf[b.off:])
-	b.off += used
-	if b.off == len(b.buf) && !cn.closed {
-		cn.big = nil // all used: back to gnet's buffer
+func (s *Server) serveHeld(cn *conn) bool {
+	h := cn.held
+	h.take(cn.c)
+	used := s.serve(cn, h.buf[h.off:])
+	h.off += used
+	if h.off == len(h.buf) && !cn.closed {
+		cn.held = nil // all used: back to gnet's buffer
 	}
 	return used > 0
 }
@@ -337,7 +351,9 @@ func (s *Server) serve(cn *conn, buf []byte) int {
 }
 
 // refuseInput answers a client that has sent more than maxInbound ahead of
-// its answers, after those answers, and closes it.
+// its answers, after those that are ready, as far as its socket takes it:
+// the connection is closed at once, as Redis closes a client over its query
+// buffer limit (such a client is most likely not reading).
 func (s *Server) refuseInput(cn *conn) {
 	_, dst := cn.answerBuf()
 	if cn.proto == proto.HTTP {
@@ -350,8 +366,9 @@ func (s *Server) refuseInput(cn *conn) {
 		cn.account(cn.queue[q-1])
 	}
 	cn.closing = true
-	cn.big = nil
+	cn.held = nil
 	_, _ = cn.c.Discard(-1)
+	s.flush(cn)
 }
 
 // flush writes, after whatever the loop's output buffer already holds for

@@ -167,7 +167,7 @@ func TestTrickledLargeCommand(t *testing.T) {
 	if c.looked > 3*len(in) {
 		t.Fatalf("looked at %d bytes to parse %d", c.looked, len(in))
 	}
-	if cn := c.ctx.(*conn); cn.big != nil {
+	if cn := c.ctx.(*conn); cn.held != nil {
 		t.Fatal("the connection kept its large-request buffer after using it up")
 	}
 }
@@ -214,8 +214,8 @@ func TestQueuedBytesExact(t *testing.T) {
 
 // A client that reads slowly pauses its own pipeline once outputHigh bytes
 // wait unsent, and it resumes when the client has read them; one that never
-// reads is cut off once its unparsed input passes maxInbound, with an answer
-// saying so, instead of making the proxy hold its answers.
+// reads is closed at once when its unparsed input passes maxInbound, with an
+// answer saying so, instead of making the proxy hold its answers.
 func TestOutputBackpressure(t *testing.T) {
 	s, lp := newTestServer(t, nil)
 	big := strings.Repeat("x", 100<<10)
@@ -238,20 +238,15 @@ func TestOutputBackpressure(t *testing.T) {
 
 	never := lp.open(t)
 	never.stuck = true
-	cn := never.ctx.(*conn)
 	chunk := strings.Repeat("GET big\r\n", 1<<16)
-	for sent := 0; !cn.closing; sent += len(chunk) {
+	for sent := 0; !never.send(chunk); sent += len(chunk) {
 		if sent > 2*maxInbound {
 			t.Fatalf("still reading a client that never reads after %d bytes", sent)
 		}
-		never.send(chunk)
 	}
 	if len(never.in) != 0 {
 		t.Fatalf("kept %d bytes of input from a client being cut off", len(never.in))
 	}
-	// It is closed once it has the answers it was sent (or lingerTimeout passes).
-	never.stuck, never.unsent = false, 0
-	lp.runUntil(t, func() bool { return never.closed })
 	if out := never.out.String(); !strings.HasSuffix(out, "-ERR Protocol error: request or unanswered pipeline over 64 MiB\r\n") {
 		t.Fatalf("cut off with %.80q at the end", out[max(0, len(out)-80):])
 	}
@@ -275,6 +270,11 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatal("closed a client before the idle timeout")
 	}
 	s.clock.Store(2)
+	s.closeIdle(lp0)
+	if idle.closed {
+		t.Fatal("closed a client silent for exactly the idle timeout (the clock counts whole seconds)")
+	}
+	s.clock.Store(3)
 	s.closeIdle(lp0)
 	if !idle.closed {
 		t.Fatal("an idle client was not closed")

@@ -26,10 +26,10 @@ func (s *Server) serveRESP(cn *conn, buf []byte) int {
 	cmd := &cn.lp.cmd
 	var n int
 	var err error
-	if cn.big == nil {
+	if cn.held == nil {
 		n, err = proto.ParseCommand(buf, cmd)
 	} else {
-		cmd = &cn.big.cmd // buf is cn.big's: go on from where the last pass stopped
+		cmd = &cn.held.cmd // buf is cn.held's: go on from where the last pass stopped
 		n, err = proto.ContinueCommand(buf, cmd)
 	}
 	if err != nil {

@@ -180,7 +180,7 @@ func (s *Server) closeIdle(lp *loop) {
 	now := s.clock.Load()
 	idle := lp.idle[:0]
 	for _, cn := range lp.conns {
-		if now-cn.lastRead >= limit && cn.queued() == 0 {
+		if now-cn.lastRead > limit && cn.queued() == 0 { // as Redis: silent for more than the timeout, in whole seconds
 			idle = append(idle, cn)
 		}
 	}
@@ -266,7 +266,7 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	cn.closed = true
-	cn.big = nil
+	cn.held = nil
 	if cn.rejected {
 		s.refusing.Add(-1)
 	} else {
