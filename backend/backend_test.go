@@ -165,7 +165,15 @@ func TestOverloaded(t *testing.T) {
 		}
 	}
 	fetch("k0")
-	for c.queued.Load() != 0 { // the one worker has taken k0's GET and hangs on it
+	// Wait until the one worker has sent k0's GET and hangs on it. Not until
+	// it has taken k0's job off the queue (queued back to 0): it then looks
+	// for more jobs to batch with it, and could take k1's too, which would
+	// leave k2 a place. A GET counted as sent is past that look.
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Stats().Fetches != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("k0's GET not sent: stats %+v", c.Stats())
+		}
 		time.Sleep(time.Millisecond)
 	}
 	fetch("k1") // takes the one place in the queue
@@ -267,32 +275,70 @@ func TestTimeoutCountsQueueing(t *testing.T) {
 
 // The tracker hears every write (BCAST), tells FLUSHALL apart from a dropped
 // connection, and resyncs (flushes) once tracking is back after a drop.
+//
+// Both end in rueidis calling the invalidation hook with null; a FLUSHALL
+// must flush the cache there and then, a drop must not (the cache keeps
+// serving while Redis is away) but flush once, when tracking is back on. So
+// each OnFlush records the tracking state it ran in: "on" for a FLUSHALL,
+// "reconnecting" for the resync as tracking comes (back) on; and the drop
+// must add no OnFlush of its own, which would show as an extra entry.
 func TestTracking(t *testing.T) {
 	redis := redistest.Start(t)
 	keys := make(chan string, 100)
-	flushes := make(chan struct{}, 100)
+	flushes := make(chan string, 100) // the tracking state each OnFlush ran in
+	var c *Client
+	ready := make(chan struct{}) // c is set
 	c, err := New(Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 2, QueueLen: 16, Tracking: &Tracking{
 		OnInvalidate: func(ks []string) {
 			for _, k := range ks {
 				keys <- k
 			}
 		},
-		OnFlush:       func() { flushes <- struct{}{} },
+		OnFlush: func() {
+			<-ready
+			flushes <- c.TrackingState()
+		},
 		OnUnsupported: func(err error) { t.Errorf("tracking unsupported: %v", err) },
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	close(ready)
 	defer c.Close()
-	wait := func(what string, ch <-chan struct{}) {
+	flush := func(what, wantState string) {
 		t.Helper()
 		select {
-		case <-ch:
+		case state := <-flushes:
+			if state != wantState {
+				t.Fatalf("%s: OnFlush with tracking %s, want %s", what, state, wantState)
+			}
 		case <-time.After(10 * time.Second):
-			t.Fatalf("no %s", what)
+			t.Fatalf("no OnFlush: %s", what)
 		}
 	}
-	wait("flush when tracking first comes on", flushes)
+	trackingOn := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for c.TrackingState() != "on" {
+			if time.Now().After(deadline) {
+				t.Fatalf("tracking %s, want on", c.TrackingState())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	invalidated := func(key string) {
+		t.Helper()
+		for k := ""; k != key; {
+			select {
+			case k = <-keys:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no invalidation of %s", key)
+			}
+		}
+	}
+
+	flush("the resync when tracking first comes on", "reconnecting")
+	trackingOn()
 	redis.Do("SET", "a", "1")
 	select {
 	case k := <-keys:
@@ -303,17 +349,38 @@ func TestTracking(t *testing.T) {
 		t.Fatal("no invalidation for a SET")
 	}
 	redis.Do("FLUSHALL")
-	wait("flush for FLUSHALL", flushes)
-	redis.Do("CLIENT", "KILL", "TYPE", "pubsub") // BCAST connections count as pubsub in 7.0; harmless if not
-	redis.Do("CLIENT", "KILL", "SKIPME", "yes", "TYPE", "normal")
-	wait("resync after the connection dropped", flushes)
-	redis.Do("SET", "b", "2")
-	for k := ""; k != "b"; {
-		select {
-		case k = <-keys:
-		case <-time.After(10 * time.Second):
-			t.Fatal("no invalidation after the reconnect")
+	flush("FLUSHALL", "on") // at once, the connection up: not taken for a drop
+
+	// Drop the tracking connection, and only it (flags t: tracking), once.
+	list := redis.Do("CLIENT", "LIST").String()
+	var id string
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		fields := map[string]string{}
+		for _, f := range strings.Fields(line) {
+			k, v, _ := strings.Cut(f, "=")
+			fields[k] = v
 		}
+		if strings.Contains(fields["flags"], "t") {
+			if id != "" {
+				t.Fatalf("two tracking connections:\n%s", list)
+			}
+			id = fields["id"]
+		}
+	}
+	if id == "" {
+		t.Fatalf("no tracking connection:\n%s", list)
+	}
+	redis.Do("CLIENT", "KILL", "ID", id)
+	flush("the resync after the connection dropped", "reconnecting") // not "on": the drop itself flushed nothing
+	trackingOn()
+	redis.Do("SET", "b", "2")
+	invalidated("b")
+	redis.Do("FLUSHALL")
+	flush("FLUSHALL after the reconnect", "on") // the next OnFlush: none came from the drop in between
+	select {
+	case state := <-flushes:
+		t.Fatalf("an OnFlush too many (tracking %s)", state)
+	default:
 	}
 }
 

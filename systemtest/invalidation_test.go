@@ -9,8 +9,17 @@ import (
 	"github.com/redis-proxy/redis-proxy/internal/redistest"
 )
 
+// invalidationBudget bounds how long a write in Redis may take to show
+// through the proxy. An invalidation is one push message from Redis to the
+// tracker and one cache delete. Measured on a 2-core machine with the proxy
+// built with -race and the tests run with -race: 2 to 7 ms, and at most 14 ms
+// with a busy loop taking one of the cores. A second leaves ample margin for
+// a noisy machine, and is still far below the TTL of an hour: only an
+// invalidation can bring the change in time.
+const invalidationBudget = time.Second
+
 // Writes in Redis reach the proxy as invalidations: with a TTL of an hour,
-// the new state is served within 50 ms of each kind of change.
+// the new state is served within invalidationBudget of each kind of change.
 func TestInvalidation(t *testing.T) {
 	redis := redistest.Start(t)
 	p := startProxy(t, redis.Addr, "--ttl", "1h")
@@ -21,19 +30,29 @@ func TestInvalidation(t *testing.T) {
 		}
 		return ""
 	})
-	within50ms := func(what, key, want string) {
+	var slowest time.Duration
+	// visible polls until the proxy serves want for key, failing once
+	// invalidationBudget has passed since the change (at changed).
+	visible := func(what, key, want string, changed time.Time) {
 		t.Helper()
-		start := time.Now()
 		for {
 			got := respGet(rc, key)
+			took := time.Since(changed)
 			if got == want {
+				slowest = max(slowest, took)
 				return
 			}
-			if time.Since(start) > 50*time.Millisecond {
-				t.Fatalf("%s: %q still served after %v, want %q", what, got, time.Since(start), want)
+			if took > invalidationBudget {
+				t.Fatalf("%s: %q still served %v after the change, want %q", what, got, took, want)
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
+	}
+	// change runs a write in Redis and returns when it was done.
+	change := func(args ...any) time.Time {
+		t.Helper()
+		redis.Do(args...)
+		return time.Now()
 	}
 	cache := func(key, value string) {
 		t.Helper()
@@ -44,29 +63,34 @@ func TestInvalidation(t *testing.T) {
 	}
 
 	cache("k", "v1")
-	redis.Do("SET", "k", "v2")
-	within50ms("SET", "k", "v2")
-
-	redis.Do("DEL", "k")
-	within50ms("DEL", "k", "(nil)")
+	visible("SET", "k", "v2", change("SET", "k", "v2"))
+	visible("DEL", "k", "(nil)", change("DEL", "k"))
 
 	cache("e", "expiring")
 	redis.Do("PEXPIRE", "e", "20")
-	time.Sleep(30 * time.Millisecond)
-	redis.Do("GET", "e") // Redis expires lazily, or in its next cycle; either sends the invalidation
-	within50ms("expiry in Redis", "e", "(nil)")
+	// Redis expires lazily, on access, or in its next cycle; either sends the
+	// invalidation. EXISTS is an access: poll it until Redis has dropped the key.
+	var expired time.Time
+	eventually(t, "the key expired in Redis", func() string {
+		if n := redis.Do("EXISTS", "e").Integer(); n != 0 {
+			return fmt.Sprint("EXISTS ", n)
+		}
+		expired = time.Now()
+		return ""
+	})
+	visible("expiry in Redis", "e", "(nil)", expired)
 
 	cache("lua", "before")
-	redis.Do("EVAL", "redis.call('SET', KEYS[1], ARGV[1]) return 1", "1", "lua", "after")
-	within50ms("a Lua script", "lua", "after")
+	visible("a Lua script", "lua", "after", change("EVAL", "redis.call('SET', KEYS[1], ARGV[1]) return 1", "1", "lua", "after"))
 
 	for i := range 5 {
 		cache(fmt.Sprint("f", i), "x")
 	}
-	redis.Do("FLUSHALL")
+	flushed := change("FLUSHALL")
 	for i := range 5 {
-		within50ms("FLUSHALL", fmt.Sprint("f", i), "(nil)")
+		visible("FLUSHALL", fmt.Sprint("f", i), "(nil)", flushed)
 	}
+	t.Logf("slowest change to show through the proxy: %v (budget %v)", slowest, invalidationBudget)
 }
 
 // A Redis restart may have lost invalidations: once tracking is back, the

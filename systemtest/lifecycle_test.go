@@ -40,6 +40,12 @@ func TestBadConfiguration(t *testing.T) {
 		{args: []string{"stray"}, want: "stray"},
 		{env: "REDIS_PROXY_TTL=soon", want: "REDIS_PROXY_TTL (--ttl)"},
 		{env: "REDIS_PROXY_CAPACITY=-5", want: "--capacity"},
+		// Sizes and durations too large for their type are refused with the range, not wrapped.
+		{args: []string{"--max-memory", "99999999TB"}, want: "--max-memory: must be 0 (no limit) to 9223372036854775807 bytes"},
+		{env: "REDIS_PROXY_MAX_MEMORY=99999999TB", want: "REDIS_PROXY_MAX_MEMORY (--max-memory): must be 0 (no limit) to 9223372036854775807 bytes"},
+		{args: []string{"--ttl", "2562048h"}, want: "--ttl: must be 1ns to 2562047h47m16.854775807s"},
+		// The longest TTL is accepted: the binary gets as far as listening.
+		{args: []string{"--ttl", "2562047h47m16.854775807s", "--listen", busy.Addr().String()}, want: "--listen " + busy.Addr().String() + ": address already in use"},
 		{args: []string{"--listen", busy.Addr().String()}, want: "--listen " + busy.Addr().String() + ": address already in use"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -97,20 +103,44 @@ func TestGracefulShutdown(t *testing.T) {
 	rc := dialRESP(t, p.addr)
 	respGet(rc, "warm") // the connection to Redis is up
 	redis.Pause()
+	defer redis.Resume() // on a failure below, not to leave it stopped
 	rc.send([]string{"GET", "slow"})
-	time.Sleep(100 * time.Millisecond) // the fetch is in flight, Redis hung
-	start := time.Now()
+	eventually(t, "the fetch in flight, Redis hung", func() string {
+		if got := proxyInfo(t, p.addr, "backend_in_flight"); got != "1" {
+			return "backend_in_flight:" + got
+		}
+		return ""
+	})
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	time.Sleep(200 * time.Millisecond)
+	// Draining: a new connection is closed at once instead of answered.
+	eventually(t, "the proxy draining after SIGTERM", func() string {
+		probe := dialRESP(t, p.addr)
+		defer probe.c.Close()
+		probe.send([]string{"PING"})
+		_ = probe.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if v, _, err := probe.r.ReadValue(); err == nil {
+			return "a new connection answered " + show(v)
+		}
+		return ""
+	})
+	select {
+	case err := <-p.exited:
+		p.exited <- err
+		t.Fatalf("exited (%v) with an answer in flight:\n%s", err, p.stderr)
+	default:
+	}
 	redis.Resume()
+	resumed := time.Now()
 	if got := show(rc.read()); got != "worth-waiting-for" {
 		t.Fatalf("in-flight answer: %q", got)
 	}
 	if err := p.stop(); err != nil {
 		t.Fatalf("exit: %v\n%s", err, p.stderr)
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("shutdown took %v", d)
+	// Well under the 5 s of --backend-timeout and --shutdown-timeout: the
+	// proxy exits once the answer is out, not when a timeout runs out.
+	if d := time.Since(resumed); d > 3*time.Second {
+		t.Fatalf("exit took %v after the answer could be sent", d)
 	}
 	if _, err := net.DialTimeout("tcp", p.addr, time.Second); err == nil {
 		t.Fatal("still accepting after exit")

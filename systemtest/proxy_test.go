@@ -107,9 +107,15 @@ func TestValueSizes(t *testing.T) {
 }
 
 // A value changed in Redis is served stale until the TTL, then fresh.
+//
+// The entry is stored between start and cached, so it expires between
+// start+ttl and cached+ttl: reads polled across that span must answer the old
+// value when answered before start+ttl, the new one when sent after
+// cached+ttl, and either in between. Every read is checked; the first is
+// sent a few ms after the caching, far within the TTL.
 func TestTTL(t *testing.T) {
 	redis := redistest.Start(t)
-	const ttl = 800 * time.Millisecond
+	const ttl = time.Second
 	p := startProxy(t, redis.Addr, "--ttl", ttl.String(), "--invalidation=false") // TTL alone
 	redis.Do("SET", "k", "old")
 	rc := dialRESP(t, p.addr)
@@ -119,19 +125,35 @@ func TestTTL(t *testing.T) {
 	}
 	cached := time.Now() // ...and before this
 	redis.Do("SET", "k", "new")
-	time.Sleep(100 * time.Millisecond)
-	got := respGet(rc, "k")
-	if time.Since(start) < ttl && got != "old" {
-		t.Fatalf("within the TTL: %q, want the cached old value", got)
+	var withinTTL, pastTTL int
+	for pastTTL == 0 {
+		sent := time.Now()
+		got := respGet(rc, "k")
+		answered := time.Now()
+		switch {
+		case answered.Before(start.Add(ttl)):
+			if got != "old" {
+				t.Fatalf("%v after caching, within the TTL of %v: %q, want the cached old value", answered.Sub(cached), ttl, got)
+			}
+			withinTTL++
+		case sent.After(cached.Add(ttl)):
+			if got != "new" {
+				t.Fatalf("%v after caching, past the TTL of %v: %q, want the new value", sent.Sub(cached), ttl, got)
+			}
+			pastTTL++
+		case got != "old" && got != "new": // at the expiry: either
+			t.Fatalf("at the expiry: %q", got)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(ttl - time.Since(cached) + 20*time.Millisecond)
-	if got := respGet(rc, "k"); got != "new" {
-		t.Fatalf("after the TTL: %q, want the new value", got)
+	if withinTTL == 0 {
+		t.Fatalf("no read answered within the TTL of %v: the old value was never checked", ttl)
 	}
 	hc := dialHTTP(t, p.addr)
 	if _, body := hc.get("k"); body != "new" {
 		t.Fatalf("HTTP after the TTL: %q", body)
 	}
+	t.Logf("%d reads within the TTL served the cached value; the first read past it, the new one", withinTTL)
 }
 
 // With capacity N, reading N+1 keys evicts the least recently read one.
