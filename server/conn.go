@@ -191,14 +191,6 @@ func (cn *conn) drained() bool {
 	return cn.queued() <= maxQueued/2 && cn.queuedBytes <= maxQueuedBytes/2
 }
 
-// unparsed is how much of the client's input waits to be parsed.
-func (cn *conn) unparsed() int {
-	n := cn.c.InboundBuffered()
-	if cn.held != nil {
-		n += len(cn.held.buf) - cn.held.off
-	}
-	return n
-}
 
 // heldInput is a connection's input moved out of gnet's buffer, in two cases:
 //   - the request at the front is large (bigAt) and incomplete: re-reading it
@@ -217,6 +209,14 @@ type heldInput struct {
 	buf []byte
 	off int           // bytes of buf parsed and answered
 	cmd proto.Command // the parse progress of the request at buf[off:]
+}
+
+// unparsed is how much input h holds that is not parsed yet (h may be nil).
+func (h *heldInput) unparsed() int {
+	if h == nil {
+		return 0
+	}
+	return len(h.buf) - h.off
 }
 
 // take moves whatever gnet holds for c to the end of h.buf.
@@ -245,7 +245,8 @@ func (s *Server) process(cn *conn) bool {
 		cn.held = nil
 		return false
 	}
-	if n := cn.unparsed(); n > maxInbound { // the client is far ahead of its answers
+	buffered := c.InboundBuffered() // what gnet holds; cn.held may hold more
+	if n := buffered + cn.held.unparsed(); n > maxInbound { // the client is far ahead of its answers
 		s.log.Warn("closing client: query buffer over limit", "remote", c.RemoteAddr(), "bytes", n)
 		s.refuseInput(cn)
 		return true
@@ -253,7 +254,7 @@ func (s *Server) process(cn *conn) bool {
 	if cn.blocked && c.OutboundBuffered() <= outputLow {
 		cn.blocked = false
 	}
-	if cn.stalled() && c.InboundBuffered() > readWindow {
+	if cn.stalled() && buffered > readWindow {
 		if cn.held == nil {
 			// Room for all a client may send ahead, reserved at once: growing
 			// the buffer step by step would leave every smaller one behind
@@ -261,9 +262,10 @@ func (s *Server) process(cn *conn) bool {
 			cn.held = &heldInput{buf: make([]byte, 0, maxInbound+readWindow)}
 		}
 		cn.held.take(c)
+		buffered = 0
 	}
 	if cn.proto == proto.Unknown {
-		buf, _ := c.Peek(min(c.InboundBuffered(), readWindow))
+		buf, _ := c.Peek(min(buffered, readWindow))
 		if cn.proto = proto.Detect(buf); cn.proto == proto.Unknown {
 			return false
 		}
@@ -277,12 +279,12 @@ func (s *Server) process(cn *conn) bool {
 	window := firstWindow
 	for !cn.stalled() {
 		if cn.held != nil {
+			buffered = 0 // serveHeld takes it all
 			if !s.serveHeld(cn) {
 				break
 			}
 			continue
 		}
-		buffered := c.InboundBuffered()
 		if buffered == 0 || buffered < cn.need {
 			break
 		}
@@ -293,11 +295,12 @@ func (s *Server) process(cn *conn) bool {
 		}
 		if used > 0 { // Discard(0) would drop everything
 			_, _ = c.Discard(used)
+			buffered -= used
 		}
 		switch {
 		case used == len(buf) || cn.stalled():
 			window = min(2*window, readWindow)
-		case len(buf) < buffered: // the window cut the request at the front short
+		case len(buf) < buffered+used: // the window cut the request at the front short
 			if used == 0 {
 				window = 2 * len(buf)
 			}
