@@ -18,7 +18,6 @@ package server
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
@@ -69,9 +68,16 @@ const (
 	lingerTimeout = 10 * time.Second
 	// watchInterval is how often a loop checks its connections that wait
 	// for their clients to read (gnet has no "output drained" callback).
-	watchInterval = time.Millisecond
+	watchInterval    = time.Millisecond
+	maxWatchInterval = 100 * time.Millisecond
 	// maxKeptBuffer is the largest slot buffer kept for reuse.
 	maxKeptBuffer = 64 << 10
+	// fetchCost is what a key waiting for Redis costs besides its own bytes
+	// (its copy, the flight, the job, the result and the delivery: about
+	// 360 bytes measured across server and backend). Keys in flight count
+	// against a connection's queued bytes and an MGET's bound at this price,
+	// so that MGETs of many missing keys cannot hold gigabytes either.
+	fetchCost = 384
 )
 
 // conn is one client connection's state.
@@ -79,17 +85,18 @@ type conn struct {
 	c  gnet.Conn
 	lp *loop
 
-	proto     proto.Protocol
-	closed    bool       // OnClose has run: never touch c again
-	closing   bool       // parse nothing more; close once the queued answers are written
-	lingering bool       // closing, and waiting for the socket to take the last bytes
-	rejected  bool       // over --max-clients: refuse on the first bytes
-	resp3     bool       // HELLO 3 switched the connection to RESP3
-	paused    bool       // the FIFO was full when parsing stopped
-	blocked   bool       // more than outputHigh unsent: parse nothing until it drains
-	watched   bool       // on lp.watched
-	need      int        // bytes the incomplete request at the front needs, when known
-	held      *heldInput // input moved out of gnet's buffer, if any
+	proto      proto.Protocol
+	closed     bool       // OnClose has run: never touch c again
+	closing    bool       // parse nothing more; close once the queued answers are written
+	lingering  bool       // closing, and waiting for the socket to take the last bytes
+	rejected   bool       // over --max-clients: refuse on the first bytes
+	resp3      bool       // HELLO 3 switched the connection to RESP3
+	paused     bool       // the FIFO was full when parsing stopped
+	blocked    bool       // more than outputHigh unsent: parse nothing until it drains
+	watched    bool       // on lp.watched
+	unsentSeen int        // OutboundBuffered at the last watch or idle check
+	need       int        // bytes the incomplete request at the front needs, when known
+	held       *heldInput // input moved out of gnet's buffer, if any
 
 	queue       []*slot // answers not yet written; queue[head:] are live
 	head        int
@@ -97,7 +104,7 @@ type conn struct {
 	spare       []*slot // written slots, for reuse
 
 	lingerUntil time.Time // when lingering gives up
-	lastRead    int64     // Server.clock when the client last sent something
+	lastActive  int64     // Server.clock when the client last sent something or read some of its answers
 	index       int       // position in lp.conns
 
 	id   uint64 // the client id HELLO reports
@@ -119,6 +126,9 @@ type slot struct {
 	kind  slotKind
 	resp3 bool // kindGET, kindMGET: answer in RESP3
 	size  int  // bytes counted in the connection's queuedBytes
+	// inFlight is what the slot's fetches under way cost (fetchCost plus the
+	// key, each), counted as queued bytes until they are delivered.
+	inFlight int
 
 	http proto.ResponseOptions // kindHTTP: the framing of the answer
 
@@ -152,7 +162,7 @@ func (cn *conn) push() *slot {
 
 // account brings cn.queuedBytes up to date with what sl holds now.
 func (cn *conn) account(sl *slot) {
-	n := len(sl.out) + sl.partBytes
+	n := len(sl.out) + sl.partBytes + sl.inFlight
 	cn.queuedBytes += n - sl.size
 	sl.size = n
 }
@@ -191,50 +201,6 @@ func (cn *conn) drained() bool {
 	return cn.queued() <= maxQueued/2 && cn.queuedBytes <= maxQueuedBytes/2
 }
 
-
-// heldInput is a connection's input moved out of gnet's buffer, in two cases:
-//   - the request at the front is large (bigAt) and incomplete: re-reading it
-//     from gnet's buffer on every arrival would cost its whole size each time
-//     (and a copy, once the buffer wraps), quadratic in its size for a client
-//     that trickles it in. Instead every byte is moved here once as it
-//     arrives, and the parse resumes where it stopped (proto.ContinueCommand);
-//   - the connection is stalled and its client keeps sending: gnet's buffer
-//     grows in powers of two from a pool that keeps the smaller ones, which
-//     made a client that never reads cost five times its unparsed input;
-//     here it costs about what it sent.
-//
-// Requests behind are parsed from here too, until buf is used up and the
-// connection goes back to parsing gnet's buffer in place.
-type heldInput struct {
-	buf []byte
-	off int           // bytes of buf parsed and answered
-	cmd proto.Command // the parse progress of the request at buf[off:]
-}
-
-// unparsed is how much input h holds that is not parsed yet (h may be nil).
-func (h *heldInput) unparsed() int {
-	if h == nil {
-		return 0
-	}
-	return len(h.buf) - h.off
-}
-
-// take moves whatever gnet holds for c to the end of h.buf.
-func (h *heldInput) take(c gnet.Conn) {
-	n := c.InboundBuffered()
-	if n == 0 {
-		return
-	}
-	if h.off > 0 && h.off >= len(h.buf)/2 {
-		// The parse progress counts from buf[off:], so moving it is safe.
-		h.buf = h.buf[:copy(h.buf, h.buf[h.off:])]
-		h.off = 0
-	}
-	h.buf = slices.Grow(h.buf, n)
-	m, _ := c.Read(h.buf[len(h.buf) : len(h.buf)+n])
-	h.buf = h.buf[:len(h.buf)+m]
-}
-
 // process answers every complete request buffered on cn, as far as its
 // limits allow, and reports whether cn is to be closed now. It runs on cn's
 // loop.
@@ -242,10 +208,10 @@ func (s *Server) process(cn *conn) bool {
 	c := cn.c
 	if cn.closing {
 		_, _ = c.Discard(-1) // n <= 0 discards everything: input after the last answer is ignored
-		cn.held = nil
+		cn.dropHeld()
 		return false
 	}
-	buffered := c.InboundBuffered() // what gnet holds; cn.held may hold more
+	buffered := c.InboundBuffered()                         // what gnet holds; cn.held may hold more
 	if n := buffered + cn.held.unparsed(); n > maxInbound { // the client is far ahead of its answers
 		s.log.Warn("closing client: query buffer over limit", "remote", c.RemoteAddr(), "bytes", n)
 		s.refuseInput(cn)
@@ -256,10 +222,7 @@ func (s *Server) process(cn *conn) bool {
 	}
 	if cn.stalled() && buffered > readWindow {
 		if cn.held == nil {
-			// Room for all a client may send ahead, reserved at once: growing
-			// the buffer step by step would leave every smaller one behind
-			// as garbage, and the kernel backs only the pages written to.
-			cn.held = &heldInput{buf: make([]byte, 0, maxInbound+readWindow)}
+			cn.held = newHeldInput()
 		}
 		cn.held.take(c)
 		buffered = 0
@@ -280,7 +243,11 @@ func (s *Server) process(cn *conn) bool {
 	for !cn.stalled() {
 		if cn.held != nil {
 			buffered = 0 // serveHeld takes it all
-			if !s.serveHeld(cn) {
+			used := s.serveHeld(cn)
+			if cn.closed { // a write failed and gnet closed the connection
+				return false
+			}
+			if !used {
 				break
 			}
 			continue
@@ -305,7 +272,7 @@ func (s *Server) process(cn *conn) bool {
 				window = 2 * len(buf)
 			}
 		case cn.proto == proto.RESP && len(buf)-used >= bigAt:
-			cn.held = new(heldInput) // large and incomplete: collect it apart
+			cn.held = newHeldInput() // large and incomplete: collect it apart
 		default:
 			cn.paused = cn.full()
 			return s.flush(cn) // wait for the rest of the request
@@ -323,7 +290,7 @@ func (s *Server) serveHeld(cn *conn) bool {
 	used := s.serve(cn, h.buf[h.off:])
 	h.off += used
 	if h.off == len(h.buf) && !cn.closed {
-		cn.held = nil // all used: back to gnet's buffer
+		cn.dropHeld() // all used: back to gnet's buffer
 	}
 	return used > 0
 }
@@ -369,7 +336,7 @@ func (s *Server) refuseInput(cn *conn) {
 		cn.account(cn.queue[q-1])
 	}
 	cn.closing = true
-	cn.held = nil
+	cn.dropHeld()
 	_, _ = cn.c.Discard(-1)
 	s.flush(cn)
 }
@@ -429,17 +396,21 @@ func (s *Server) writeOut(cn *conn) {
 
 // watch puts cn on its loop's list of connections waiting for their client
 // to read: blocked ones resume parsing, lingering ones close, once it has.
-// The loop looks at the list every watchInterval while it is not empty.
+// The loop looks at the list every watchInterval while a client on it reads,
+// backing off to maxWatchInterval while none does (a client that never
+// reads is not worth a thousand wake-ups a second).
 func (s *Server) watch(cn *conn) {
 	if cn.watched {
 		return
 	}
 	cn.watched = true
+	cn.unsentSeen = cn.c.OutboundBuffered()
 	lp := cn.lp
 	lp.watched = append(lp.watched, cn)
+	lp.watchEvery = watchInterval
 	if !lp.watchArmed {
 		lp.watchArmed = true
-		time.AfterFunc(watchInterval, func() {
+		time.AfterFunc(lp.watchEvery, func() {
 			_ = lp.el.Execute(context.Background(), lp.watchCheck) // fails only when shutting down
 		})
 	}
@@ -450,25 +421,42 @@ func (s *Server) checkWatched(lp *loop) {
 	lp.watchArmed = false
 	list := lp.watched
 	lp.watched = lp.watchSpare[:0]
+	progress := false
 	for _, cn := range list {
 		cn.watched = false
-		s.checkOutput(cn)
+		if s.checkOutput(cn) {
+			progress = true
+		}
 	}
 	clear(list)
 	lp.watchSpare = list[:0]
+	if len(lp.watched) == 0 || lp.watchArmed {
+		return // nothing left, or a newly blocked connection armed the next check
+	}
+	if !progress {
+		lp.watchEvery = min(2*lp.watchEvery, maxWatchInterval)
+	}
+	lp.watchArmed = true
+	time.AfterFunc(lp.watchEvery, func() {
+		_ = lp.el.Execute(context.Background(), lp.watchCheck)
+	})
 }
 
-// checkOutput acts on how much of cn's output its client has read.
-func (s *Server) checkOutput(cn *conn) {
+// checkOutput acts on how much of cn's output its client has read, keeps cn
+// on the watch list while that is still to come, and reports whether the
+// client has read anything since the last look.
+func (s *Server) checkOutput(cn *conn) bool {
 	if cn.closed {
-		return
+		return false
 	}
 	unsent := cn.c.OutboundBuffered()
+	progress := unsent < cn.unsentSeen
+	cn.unsentSeen = unsent
 	switch {
 	case cn.lingering:
 		if unsent == 0 || time.Now().After(cn.lingerUntil) {
 			_ = cn.lp.el.Close(cn.c)
-			return
+			return true
 		}
 	case cn.blocked:
 		if unsent <= outputLow {
@@ -476,12 +464,16 @@ func (s *Server) checkOutput(cn *conn) {
 			if s.process(cn) {
 				_ = cn.lp.el.Close(cn.c)
 			}
-			return
+			return true
 		}
 	default:
-		return
+		return false
 	}
-	s.watch(cn)
+	if !cn.watched {
+		cn.watched = true
+		cn.lp.watched = append(cn.lp.watched, cn)
+	}
+	return progress
 }
 
 // fetch asks the backend for keys (copies: the parsed ones alias the read
@@ -490,9 +482,19 @@ func (s *Server) checkOutput(cn *conn) {
 // what it fetches (CacheFill) before anyone is answered.
 func (s *Server) fetch(cn *conn, sl *slot, keys []string, parts []int) {
 	s.pending.Add(int64(len(keys)))
+	sl.inFlight += inFlightCost(keys)
 	s.backend.FetchMany(keys, func(i int, r backend.Result) {
 		s.post(delivery{cn: cn, sl: sl, part: parts[i], key: keys[i], r: r})
 	})
+}
+
+// inFlightCost is what keys cost while they are fetched.
+func inFlightCost(keys []string) int {
+	n := 0
+	for _, k := range keys {
+		n += fetchCost + len(k)
+	}
+	return n
 }
 
 // CacheFill returns the backend hooks that cache every value fetched: the
@@ -569,7 +571,8 @@ func (s *Server) drainInbox(lp *loop) {
 	lp.inbox.mu.Unlock()
 	for _, d := range batch {
 		s.pending.Add(-1)
-		s.deliver(d.cn, d.sl, d.part, s.orStale(d.key, d.r))
+		d.r = s.orStale(d.key, d.r)
+		s.deliver(&d)
 	}
 	clear(batch)
 	lp.inbox.spare = batch[:0]
@@ -591,11 +594,13 @@ func (s *Server) orStale(key string, r backend.Result) backend.Result {
 
 // deliver fills a slot with a fetch result on cn's loop and writes what is
 // now ready; if the FIFO had been full, parsing resumes.
-func (s *Server) deliver(cn *conn, sl *slot, part int, r backend.Result) {
+func (s *Server) deliver(d *delivery) {
+	cn, sl := d.cn, d.sl
 	if cn.closed {
 		return
 	}
-	s.fill(sl, part, r)
+	sl.inFlight -= fetchCost + len(d.key)
+	s.fill(sl, d.part, d.r)
 	cn.account(sl)
 	closeNow := s.flush(cn)
 	if !closeNow && cn.paused && !cn.stalled() && cn.drained() {

@@ -18,8 +18,8 @@ func checkQueue(t *testing.T, cn *conn) {
 	t.Helper()
 	sum := 0
 	for _, sl := range cn.queue[cn.head:] {
-		if sl.size != len(sl.out)+sl.partBytes {
-			t.Fatalf("slot counts %d bytes, holds %d", sl.size, len(sl.out)+sl.partBytes)
+		if sl.size != len(sl.out)+sl.partBytes+sl.inFlight {
+			t.Fatalf("slot counts %d bytes, holds %d", sl.size, len(sl.out)+sl.partBytes+sl.inFlight)
 		}
 		sum += sl.size
 	}
@@ -230,10 +230,21 @@ func TestOutputBackpressure(t *testing.T) {
 	if c.unsent > outputHigh+flushAt+len(big) {
 		t.Fatalf("%d bytes left unsent with the client", c.unsent)
 	}
+	// While the client reads nothing, the loop looks less and less often.
+	lpc := c.ctx.(*conn).lp
+	for range 8 {
+		lp.runTask(t)
+	}
+	if lpc.watchEvery != maxWatchInterval {
+		t.Fatalf("still checking every %v on a client that reads nothing", lpc.watchEvery)
+	}
 	c.stuck, c.unsent = false, 0 // the client reads everything
 	lp.runUntil(t, func() bool { return len(c.in) == 0 })
 	if got := strings.Count(c.takeOut(), big); got != n {
 		t.Fatalf("%d of %d answers", got, n)
+	}
+	if c.ctx.(*conn).held != nil {
+		t.Fatal("the held input was kept after it was used up")
 	}
 
 	never := lp.open(t)
@@ -249,6 +260,70 @@ func TestOutputBackpressure(t *testing.T) {
 	}
 	if out := never.out.String(); !strings.HasSuffix(out, "-ERR Protocol error: request or unanswered pipeline over 64 MiB\r\n") {
 		t.Fatalf("cut off with %.80q at the end", out[max(0, len(out)-80):])
+	}
+}
+
+// An MGET's keys each count once as a hit or a miss, as GETs of them would
+// (a key looked up twice could also be found cached the second time, and
+// leave the MGET waiting for nothing).
+func TestMGETLooksUpEachKeyOnce(t *testing.T) {
+	redis, s, lp := newTestProxy(t)
+	redis.Do("SET", "m", "v")
+	s.cache.Set("h", []byte("hit"))
+	c := lp.open(t)
+	before := s.cache.Stats()
+	c.send("MGET h m h nope\r\n")
+	lp.runUntil(t, func() bool { return c.out.Len() > 0 })
+	if got := c.takeOut(); got != "*4\r\n$3\r\nhit\r\n$1\r\nv\r\n$3\r\nhit\r\n$-1\r\n" {
+		t.Fatalf("MGET: %q", got)
+	}
+	after := s.cache.Stats()
+	if hits, misses := after.Hits-before.Hits, after.Misses-before.Misses; hits != 2 || misses != 2 {
+		t.Fatalf("%d hits and %d misses counted, want 2 and 2", hits, misses)
+	}
+}
+
+// Keys waiting for Redis count against the queue bound too: MGETs of many
+// missing keys pause the connection like answers do, and one MGET of more
+// keys than its bound allows is refused before anything is fetched.
+func TestMGETKeysInFlightCount(t *testing.T) {
+	_, s, lp := newTestProxy(t)
+	c := lp.open(t)
+	cn := c.ctx.(*conn)
+	mget := func(prefix string, n int) string {
+		var b strings.Builder
+		b.WriteString("MGET")
+		for i := range n {
+			fmt.Fprintf(&b, " %s%d", prefix, i)
+		}
+		return b.String() + "\r\n"
+	}
+	keys := 10_000
+	c.send(mget("a", keys) + mget("b", keys) + mget("c", keys) + mget("d", keys) + mget("e", keys) + mget("f", keys))
+	if len(c.in) == 0 {
+		t.Fatalf("parsed six MGETs of %d missing keys each at once", keys)
+	}
+	if limit := maxQueuedBytes + inFlightCost([]string{"a0000"})*keys; cn.queuedBytes > limit {
+		t.Fatalf("%d bytes queued, bound %d", cn.queuedBytes, limit)
+	}
+	lp.runUntil(t, func() bool { return strings.Count(c.out.String(), "*10000\r\n") == 6 })
+	c.takeOut()
+	checkQueue(t, cn)
+
+	fetches := s.backend.Stats().Fetches
+	var big strings.Builder
+	n := maxMGETBytes/fetchCost + 1
+	fmt.Fprintf(&big, "*%d\r\n$4\r\nMGET\r\n", n+1)
+	for i := range n {
+		k := fmt.Sprint("z", i)
+		fmt.Fprintf(&big, "$%d\r\n%s\r\n", len(k), k)
+	}
+	c.send(big.String() + "PING\r\n")
+	if got := c.takeOut(); got != "-"+errMGETTooBig.Error()+"\r\n+PONG\r\n" {
+		t.Fatalf("an MGET of too many keys: %.100q", got)
+	}
+	if s.backend.Stats().Fetches != fetches {
+		t.Fatal("fetched keys for an MGET that was refused")
 	}
 }
 
@@ -284,5 +359,21 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	if len(lp0.conns) != 2 {
 		t.Fatalf("%d connections registered, want 2", len(lp0.conns))
+	}
+
+	// A client reading a large answer is active; one that stopped reading is not.
+	reading, stopped := lp.open(t), lp.open(t)
+	reading.stuck, stopped.stuck = true, true
+	reading.unsent, stopped.unsent = 4<<20, 4<<20
+	for now := int64(3); now <= 6; now++ {
+		s.clock.Store(now)
+		reading.unsent -= 1 << 20
+		s.closeIdle(lp0)
+	}
+	if reading.closed {
+		t.Fatal("closed a client that was reading its answers")
+	}
+	if !stopped.closed {
+		t.Fatal("a client that read nothing for the idle timeout was not closed")
 	}
 }

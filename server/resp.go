@@ -157,13 +157,20 @@ func (s *Server) mget(cn *conn, keys [][]byte) {
 	}
 	sl.ready, sl.kind, sl.resp3 = false, kindMGET, cn.resp3
 	sl.parts = make([][]byte, len(keys)-first)
-	var missed []string
-	var parts []int
-	for i, k := range keys[first:] {
-		if !s.cache.Get(k, func(v []byte) { s.addPart(sl, i, proto.AppendBulk(nil, v)) }) {
+	missed := []string{string(keys[first])} // looked up once: a second look could find it cached and leave nothing to wait for
+	parts := []int{0}
+	for i, k := range keys[first+1:] {
+		if !s.cache.Get(k, func(v []byte) { s.addPart(sl, i+1, proto.AppendBulk(nil, v)) }) {
 			missed = append(missed, string(k))
-			parts = append(parts, i)
+			parts = append(parts, i+1)
 		}
+	}
+	if sl.failure == nil && len(sl.out)+sl.partBytes+inFlightCost(missed) > maxMGETBytes {
+		sl.failure = errMGETTooBig // too many keys to fetch at once
+	}
+	if sl.failure != nil {
+		finishMGET(sl)
+		return
 	}
 	sl.waiting = len(missed)
 	s.fetch(cn, sl, missed, parts) // one batch: the misses go to Redis together

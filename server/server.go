@@ -180,7 +180,12 @@ func (s *Server) closeIdle(lp *loop) {
 	now := s.clock.Load()
 	idle := lp.idle[:0]
 	for _, cn := range lp.conns {
-		if now-cn.lastRead > limit && cn.queued() == 0 { // as Redis: silent for more than the timeout, in whole seconds
+		// A client still reading its answers is not idle (Redis counts its
+		// writes to a client as interaction too); one that reads nothing is.
+		if unsent := cn.c.OutboundBuffered(); unsent != cn.unsentSeen {
+			cn.unsentSeen, cn.lastActive = unsent, now
+		}
+		if now-cn.lastActive > limit && cn.queued() == 0 { // as Redis: silent for more than the timeout, in whole seconds
 			idle = append(idle, cn)
 		}
 	}
@@ -252,7 +257,7 @@ func (s *Server) keepAlive(c gnet.Conn) {
 // newConn creates c's state and registers it with its loop.
 func (s *Server) newConn(c gnet.Conn) *conn {
 	lp := s.loopOf(c)
-	cn := &conn{c: c, lp: lp, id: s.accepted.Add(1), lastRead: s.clock.Load(), index: len(lp.conns)}
+	cn := &conn{c: c, lp: lp, id: s.accepted.Add(1), lastActive: s.clock.Load(), index: len(lp.conns)}
 	lp.conns = append(lp.conns, cn)
 	c.SetContext(cn)
 	return cn
@@ -266,7 +271,7 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	cn.closed = true
-	cn.held = nil
+	cn.dropHeld()
 	if cn.rejected {
 		s.refusing.Add(-1)
 	} else {
@@ -283,7 +288,7 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 // OnTraffic answers every complete request that has arrived.
 func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	cn := c.Context().(*conn)
-	cn.lastRead = s.clock.Load()
+	cn.lastActive = s.clock.Load()
 	if s.process(cn) {
 		return gnet.Close
 	}
@@ -308,6 +313,7 @@ type loop struct {
 	watched    []*conn       // connections waiting for their clients to read
 	watchSpare []*conn       // the last list checked, for reuse
 	watchArmed bool          // a check of watched is scheduled
+	watchEvery time.Duration // how long until the next check
 	watchCheck gnet.Runnable // runs Server.checkWatched on this loop
 }
 
