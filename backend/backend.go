@@ -240,65 +240,85 @@ const maxBatch = 128
 
 // work sends the GETs of queued jobs, taking as many as are waiting (up to
 // maxBatch GETs) into one DoMulti, so that a backlog of misses goes to Redis
-// in a few large pipelines rather than many small ones.
+// in a few large pipelines rather than many small ones. Each fetch keeps its
+// own deadline in the batch: one that waited out its timeout in the queue
+// fails alone, without taking the fresh ones with it.
 func (c *Client) work() {
 	defer c.workers.Done()
 	var flights []*flight
+	var deadlines []time.Time
 	for j := range c.jobs {
 		c.queued.Add(-1)
-		flights = append(flights[:0], j.flights...)
-		deadline := j.deadline
-	more:
-		for len(flights) < maxBatch {
+		flights, deadlines = flights[:0], deadlines[:0]
+		for ok := true; ok; {
+			for range j.flights {
+				deadlines = append(deadlines, j.deadline)
+			}
+			flights = append(flights, j.flights...)
+			if len(flights) >= maxBatch {
+				break
+			}
 			select {
-			case next, ok := <-c.jobs:
-				if !ok {
-					break more
-				}
-				c.queued.Add(-1)
-				flights = append(flights, next.flights...)
-				if next.deadline.Before(deadline) {
-					deadline = next.deadline
+			case j, ok = <-c.jobs:
+				if ok {
+					c.queued.Add(-1)
 				}
 			default:
-				break more
+				ok = false
 			}
 		}
-		results := c.get(flights, deadline)
+		results := c.get(flights, deadlines)
 		for i, f := range flights {
 			c.land(f, results[i])
 		}
 	}
 }
 
-// get sends the GETs of a batch, together, and returns their results.
-func (c *Client) get(flights []*flight, deadline time.Time) []Result {
+// get sends the GETs of a batch, together, and returns their results; a
+// fetch past its deadline (in the queue, or when the replies came) is a
+// timeout.
+func (c *Client) get(flights []*flight, deadlines []time.Time) []Result {
 	results := make([]Result, len(flights))
-	if time.Now().After(deadline) { // waited out its timeout in the queue
-		for i := range results {
+	now := time.Now()
+	var send []int // the flights still within their deadline
+	var latest time.Time
+	for i, d := range deadlines {
+		if now.After(d) {
 			results[i].Err = ErrTimeout
+			continue
 		}
+		send = append(send, i)
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	if len(send) == 0 {
 		return results
 	}
-	c.fetches.Add(uint64(len(flights)))
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	c.fetches.Add(uint64(len(send)))
+	ctx, cancel := context.WithDeadline(context.Background(), latest)
 	defer cancel()
 	per := 1 // commands per key: GET, and PTTL with fetchTTL
 	if c.fetchTTL {
 		per = 2
 	}
-	cmds := make(rueidis.Commands, 0, per*len(flights))
-	for _, f := range flights {
-		cmds = append(cmds, c.rc.B().Get().Key(f.key).Build())
+	cmds := make(rueidis.Commands, 0, per*len(send))
+	for _, i := range send {
+		cmds = append(cmds, c.rc.B().Get().Key(flights[i].key).Build())
 		if c.fetchTTL {
-			cmds = append(cmds, c.rc.B().Pttl().Key(f.key).Build())
+			cmds = append(cmds, c.rc.B().Pttl().Key(flights[i].key).Build())
 		}
 	}
 	replies := c.rc.DoMulti(ctx, cmds...)
-	for i := range flights {
-		results[i] = c.result(replies[per*i])
+	now = time.Now()
+	for n, i := range send {
+		if now.After(deadlines[i]) {
+			results[i].Err = ErrTimeout // answered, but later than this fetch may wait
+			continue
+		}
+		results[i] = c.result(replies[per*n])
 		if c.fetchTTL && results[i].Found {
-			results[i] = withTTL(results[i], replies[per*i+1])
+			results[i] = withTTL(results[i], replies[per*n+1])
 		}
 	}
 	return results

@@ -265,11 +265,31 @@ func TestTimeoutCountsQueueing(t *testing.T) {
 		}
 	}
 	sent := c.Stats().Fetches
-	if r := c.get([]*flight{{key: "late"}}, time.Now().Add(-time.Millisecond)); !errors.Is(r[0].Err, ErrTimeout) {
+	if r := c.get([]*flight{{key: "late"}}, []time.Time{time.Now().Add(-time.Millisecond)}); !errors.Is(r[0].Err, ErrTimeout) {
 		t.Fatalf("expired fetch: %+v", r[0])
 	}
 	if c.Stats().Fetches != sent {
 		t.Fatal("a fetch whose time had run out was sent")
+	}
+}
+
+// Fetches batched together keep their own deadlines: one that waited out
+// its timeout in the queue fails, and a fresh one sent in the same batch is
+// answered, instead of failing with it (which fed a backlog under load).
+func TestBatchKeepsEachDeadline(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "fresh", "v")
+	c := newConnected(t, Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 1, QueueLen: 16})
+	r := c.get([]*flight{{key: "old"}, {key: "fresh"}},
+		[]time.Time{time.Now().Add(-time.Millisecond), time.Now().Add(time.Second)})
+	if !errors.Is(r[0].Err, ErrTimeout) {
+		t.Fatalf("the expired fetch: %+v", r[0])
+	}
+	if r[1].Err != nil || string(r[1].Value) != "v" {
+		t.Fatalf("the fresh fetch batched with it: %+v", r[1])
+	}
+	if got := c.Stats().Fetches; got != 1 {
+		t.Fatalf("%d GETs sent, want 1 (the expired one not sent)", got)
 	}
 }
 

@@ -377,3 +377,26 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatal("a client that read nothing for the idle timeout was not closed")
 	}
 }
+
+// On shutdown every connection answers what it has received and closes;
+// what arrives later is not parsed, so a steady stream of misses cannot keep
+// fetches in flight for ever.
+func TestDrainAnswersWhatWasReceived(t *testing.T) {
+	redis, s, lp := newTestProxy(t)
+	redis.Do("SET", "m", "v")
+	c := lp.open(t)
+	idle := lp.open(t)
+	c.send("GET m\r\nPING\r\n")
+	s.finishConns(c.ctx.(*conn).lp)
+	if !idle.closed {
+		t.Fatal("an idle connection stayed open on shutdown")
+	}
+	c.send("GET m\r\n") // after the drain began: not parsed
+	lp.runUntil(t, func() bool { return c.closed })
+	if got := c.takeOut(); got != "$1\r\nv\r\n+PONG\r\n" {
+		t.Fatalf("answers on shutdown: %q", got)
+	}
+	if n := s.pending.Load(); n != 0 {
+		t.Fatalf("%d fetches in flight after the drain", n)
+	}
+}

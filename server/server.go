@@ -131,8 +131,11 @@ func (s *Server) Serve() error {
 // Listening is closed once Serve is listening and serving.
 func (s *Server) Listening() <-chan struct{} { return s.booted }
 
-// Shutdown stops taking connections, waits (bounded by ctx) for the fetches
-// in flight to be answered, then closes every connection and stops the loops.
+// Shutdown stops taking connections and requests: every connection answers
+// what it has received and closes. It waits (bounded by ctx) for the fetches
+// in flight to be answered, then stops the loops. Without the stop of
+// parsing, a client with a steady stream of misses would keep the fetches in
+// flight from ever reaching zero.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	select {
@@ -140,6 +143,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	s.loopsMu.Lock()
+	for _, lp := range s.loops {
+		_ = lp.el.Execute(ctx, lp.drainConns)
+	}
+	s.loopsMu.Unlock()
 	for s.pending.Load() > 0 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -168,6 +176,28 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 		s.loopsMu.Unlock()
 	}
 	return time.Second, gnet.None
+}
+
+// finishConns has every connection of lp answer the requests it has
+// received and close, parsing nothing that arrives later; it runs on lp.
+func (s *Server) finishConns(lp *loop) {
+	conns := append(lp.idle[:0], lp.conns...) // closing one takes it off lp.conns
+	for _, cn := range conns {
+		if cn.closed {
+			continue
+		}
+		closeNow := s.process(cn) // what was received, as far as its limits allow
+		if !cn.closed && !closeNow {
+			cn.closing = true
+			cn.dropHeld()
+			closeNow = s.flush(cn)
+		}
+		if closeNow && !cn.closed {
+			_ = lp.el.Close(cn.c)
+		}
+	}
+	clear(conns)
+	lp.idle = conns[:0]
 }
 
 // closeIdle closes lp's clients that have sent nothing for IdleTimeout and
@@ -306,9 +336,10 @@ type loop struct {
 	inbox inbox         // fetch results waiting for this loop
 	drain gnet.Runnable // runs drainInbox on this loop
 
-	conns     []*conn       // every open connection of this loop (idle checks)
-	idle      []*conn       // closeIdle's scratch
-	idleCheck gnet.Runnable // runs Server.closeIdle on this loop
+	conns      []*conn       // every open connection of this loop (idle checks)
+	idle       []*conn       // closeIdle's scratch
+	idleCheck  gnet.Runnable // runs Server.closeIdle on this loop
+	drainConns gnet.Runnable // runs Server.finishConns on this loop
 
 	watched    []*conn       // connections waiting for their clients to read
 	watchSpare []*conn       // the last list checked, for reuse
@@ -328,6 +359,7 @@ func (s *Server) loopOf(c gnet.Conn) *loop {
 		lp = &loop{el: el}
 		lp.drain = gnet.RunnableFunc(func(context.Context) error { s.drainInbox(lp); return nil })
 		lp.idleCheck = gnet.RunnableFunc(func(context.Context) error { s.closeIdle(lp); return nil })
+		lp.drainConns = gnet.RunnableFunc(func(context.Context) error { s.finishConns(lp); return nil })
 		lp.watchCheck = gnet.RunnableFunc(func(context.Context) error { s.checkWatched(lp); return nil })
 		s.loops[el] = lp
 		if len(s.cpus) > 1 {

@@ -102,6 +102,8 @@ func TestGracefulShutdown(t *testing.T) {
 	p := startProxy(t, redis.Addr, "--backend-timeout", "5s")
 	rc := dialRESP(t, p.addr)
 	respGet(rc, "warm") // the connection to Redis is up
+	other := dialRESP(t, p.addr)
+	other.do("PING")
 	redis.Pause()
 	defer redis.Resume() // on a failure below, not to leave it stopped
 	rc.send([]string{"GET", "slow"})
@@ -123,6 +125,11 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		return ""
 	})
+	// Every connection stops taking requests: one that asks after SIGTERM
+	// is closed, not answered (a stream of new misses would otherwise keep
+	// the proxy from ever finishing).
+	_, _ = other.c.Write([]byte("PING\r\n")) // may fail: the proxy may have closed it already
+	other.expectClosed()
 	select {
 	case err := <-p.exited:
 		p.exited <- err
