@@ -49,10 +49,12 @@ type Config struct {
 	// QueueLen is how many fetches may wait for a worker; beyond it Fetch
 	// refuses with ErrOverloaded.
 	QueueLen int
-	// Prepare, if set, is called when a GET of key is about to be sent; what
-	// it returns is handed to OnResult with the result (a cache version, so
-	// that a value an invalidation overtook is not cached).
-	Prepare func(key string) uint64
+	// Versions, if set, tell a value an invalidation overtook: its Version
+	// of a key is taken when a GET of the key is about to be sent and handed
+	// to OnResult with the result; and a fetch does not join a GET under way
+	// if the key has Changed since that GET's version was taken (its answer
+	// may predate a write the new reader has already seen invalidated).
+	Versions Versions
 	// OnResult, if set, is called once per GET sent, with its result, before
 	// the waiters are told and before later fetches of the key stop joining
 	// this one: the place to cache the value so that no second GET follows.
@@ -63,6 +65,12 @@ type Config struct {
 	// FetchTTL sends a PTTL with every GET, in the same pipeline, so that
 	// Result.TTL says how long Redis will keep the key.
 	FetchTTL bool
+}
+
+// Versions is what the cache keeps of its keys' invalidations.
+type Versions interface {
+	Version(key string) uint64
+	Changed(key string, version uint64) bool
 }
 
 // Result is the outcome of one fetch: a value, no such key (Found false, Err
@@ -113,7 +121,7 @@ type Client struct {
 	rc       rueidis.Client
 	timeout  time.Duration
 	fetchTTL bool
-	prepare  func(string) uint64
+	versions Versions
 	onResult func(string, uint64, Result)
 	tracker  *tracker
 	jobs     chan job
@@ -144,7 +152,7 @@ func New(cfg Config) (*Client, error) {
 	if rc == nil {
 		return nil, err
 	}
-	c := &Client{rc: rc, timeout: cfg.Timeout, fetchTTL: cfg.FetchTTL, prepare: cfg.Prepare, onResult: cfg.OnResult,
+	c := &Client{rc: rc, timeout: cfg.Timeout, fetchTTL: cfg.FetchTTL, versions: cfg.Versions, onResult: cfg.OnResult,
 		jobs: make(chan job, cfg.QueueLen), queueLen: int64(cfg.QueueLen)}
 	for i := range c.flights {
 		c.flights[i].m = make(map[string]*flight)

@@ -273,6 +273,63 @@ func TestTimeoutCountsQueueing(t *testing.T) {
 	}
 }
 
+// fakeVersions records invalidations as a cache would.
+type fakeVersions struct {
+	mu      sync.Mutex
+	seq     uint64
+	changed map[string]uint64
+}
+
+func (v *fakeVersions) Version(string) uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.seq
+}
+
+func (v *fakeVersions) Changed(key string, version uint64) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.changed[key] > version
+}
+
+func (v *fakeVersions) invalidate(key string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.seq++
+	v.changed[key] = v.seq
+}
+
+// A fetch that starts after its key was invalidated does not join a GET
+// sent before the invalidation (whose answer may be the value before the
+// write): it sends its own. Without an invalidation, fetches still join.
+func TestNoJoinAcrossInvalidation(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "k", "v")
+	versions := &fakeVersions{changed: map[string]uint64{}}
+	c := newConnected(t, Config{Addr: redis.Addr, Timeout: 5 * time.Second, MaxParallel: 4, QueueLen: 16, Versions: versions})
+	redis.Pause()
+	defer redis.Resume()
+	results := make(chan Result, 3)
+	c.Fetch("k", func(r Result) { results <- r })
+	for deadline := time.Now().Add(10 * time.Second); c.Stats().Fetches != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first GET was not sent: %+v", c.Stats())
+		}
+	}
+	versions.invalidate("k")
+	c.Fetch("k", func(r Result) { results <- r }) // must not join the GET sent before
+	c.Fetch("k", func(r Result) { results <- r }) // joins the second GET
+	redis.Resume()
+	for range 3 {
+		if r := <-results; r.Err != nil || string(r.Value) != "v" {
+			t.Fatalf("%+v", r)
+		}
+	}
+	if st := c.Stats(); st.Fetches != 2 || st.Coalesced != 1 {
+		t.Fatalf("stats %+v: want 2 GETs (one after the invalidation) and 1 join", st)
+	}
+}
+
 // Fetches batched together keep their own deadlines: one that waited out
 // its timeout in the queue fails, and a fresh one sent in the same batch is
 // answered, instead of failing with it (which fed a backlog under load).

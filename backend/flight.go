@@ -21,7 +21,7 @@ const flightShards = 64
 
 type flight struct {
 	key     string
-	token   uint64 // from Config.Prepare, for OnResult
+	token   uint64 // the key's version when the GET was sent (Config.Versions)
 	waiters []func(Result)
 }
 
@@ -38,13 +38,15 @@ const (
 	refused                          // none under way and no room to start one
 )
 
-// join adds done to key's flight; if there is none, it starts one when
-// canStart (which reserves a place in the queue) allows.
+// join adds done to key's flight; if there is none, or the key has been
+// invalidated since its GET was sent (its answer may be older than a write
+// this fetch must see), it starts one when canStart (which reserves a place
+// in the queue) allows. The flight it replaces lands for its own waiters.
 func (c *Client) join(key string, done func(Result), canStart func() bool) (*flight, joinOutcome) {
 	sh := &c.flights[xxhash.Sum64String(key)%flightShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if f := sh.m[key]; f != nil {
+	if f := sh.m[key]; f != nil && (c.versions == nil || !c.versions.Changed(key, f.token)) {
 		f.waiters = append(f.waiters, done)
 		c.coalesced.Add(1)
 		return f, joinedFlight
@@ -53,8 +55,8 @@ func (c *Client) join(key string, done func(Result), canStart func() bool) (*fli
 		return nil, refused
 	}
 	f := &flight{key: key, waiters: []func(Result){done}}
-	if c.prepare != nil {
-		f.token = c.prepare(key)
+	if c.versions != nil {
+		f.token = c.versions.Version(key)
 	}
 	sh.m[key] = f
 	return f, startedFlight
@@ -67,7 +69,9 @@ func (c *Client) land(f *flight, r Result) {
 	}
 	sh := &c.flights[xxhash.Sum64String(f.key)%flightShards]
 	sh.mu.Lock()
-	delete(sh.m, f.key)
+	if sh.m[f.key] == f { // not replaced by a flight started after an invalidation
+		delete(sh.m, f.key)
+	}
 	waiters := f.waiters
 	sh.mu.Unlock()
 	for _, done := range waiters {

@@ -202,16 +202,22 @@ func (c *Cache) Set(key string, value []byte) {
 	c.shardOf(h).set(bytesOf(key), value, h, addSat(c.clock(), c.ttl), anyVersion)
 }
 
-// Version returns a token for key's shard that changes whenever a key of
-// that shard is invalidated or the cache is cleared. Take it before fetching
-// a value, and store the value with SetIfVersion: a value that an
-// invalidation may have made stale while it was in flight is then dropped.
+// Version returns a token to take before fetching key's value: store the
+// value with SetIfVersion, and a value that an invalidation of key (or a
+// Clear) may have made stale while it was in flight is dropped.
 func (c *Cache) Version(key string) uint64 {
-	return c.shardOf(xxhash.Sum64String(key)).version.Load()
+	return c.shardOf(xxhash.Sum64String(key)).seq.Load()
 }
 
-// SetIfVersion is Set, unless key's shard has seen an invalidation (or a
-// Clear) since version was taken; then it does nothing. A positive ttl
+// Changed reports whether key was invalidated, or the cache cleared, since
+// version was taken (rarely, another key sharing its hash slot was): a value
+// fetched since then may be stale.
+func (c *Cache) Changed(key string, version uint64) bool {
+	h := xxhash.Sum64String(key)
+	return c.shardOf(h).changedSince(h, version)
+}
+
+// SetIfVersion is Set, unless Changed(key, version); then it does nothing. A positive ttl
 // shorter than the cache's own makes the entry expire that much sooner (the
 // key's remaining lifetime in Redis).
 func (c *Cache) SetIfVersion(key string, value []byte, ttl time.Duration, version uint64) {
@@ -234,7 +240,7 @@ func (c *Cache) Clear() {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		s.version.Add(1)
+		s.clearedAt.Store(s.seq.Add(1))
 		s.stats.invalidations += uint64(s.live)
 		s.reset()
 		s.mu.Unlock()

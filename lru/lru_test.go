@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // fakeClock is a clock that moves only when told.
@@ -221,6 +223,35 @@ func TestSetIfVersion(t *testing.T) {
 	c.SetIfVersion("k", []byte("new"), 0, c.Version("k"))
 	if got, ok := get(c, "k"); !ok || got != "new" {
 		t.Fatalf("an undisturbed fetch: %q %v", got, ok)
+	}
+}
+
+// Staleness is per key: writes to other keys of the shard (each one an
+// invalidation, cached or not) do not keep a fetched value out of the cache,
+// which under a write load left most fetched values uncached.
+func TestSetIfVersionPerKey(t *testing.T) {
+	c := newTest(t, Config{Capacity: 100, TTL: time.Minute}) // one shard
+	slot := func(k string) uint64 { return (xxhash.Sum64String(k) >> 32) % changedSlots }
+	var others []string
+	for i := 0; len(others) < 100; i++ {
+		if k := fmt.Sprint("other", i); slot(k) != slot("k") {
+			others = append(others, k)
+		}
+	}
+	v := c.Version("k")
+	for _, k := range others {
+		c.Invalidate(k)
+	}
+	if c.Changed("k", v) {
+		t.Fatal("writes to other keys changed k")
+	}
+	c.SetIfVersion("k", []byte("fetched"), 0, v)
+	if got, ok := get(c, "k"); !ok || got != "fetched" {
+		t.Fatalf("a value fetched while other keys were written: %q %v", got, ok)
+	}
+	c.Invalidate("k")
+	if !c.Changed("k", v) {
+		t.Fatal("k's own invalidation did not change it")
 	}
 }
 

@@ -38,9 +38,15 @@ type shardStats struct {
 }
 
 type shard struct {
-	// version changes whenever a key of the shard is invalidated (or all
-	// are cleared); SetIfVersion refuses a value fetched before the change.
-	version   atomic.Uint64
+	// seq counts the shard's invalidations and clears; changed[slot] is the
+	// seq of the last invalidation of a key whose hash falls in that slot,
+	// clearedAt that of the last clear. A value fetched since version v is
+	// stale if its slot changed, or the shard was cleared, after v: per key
+	// (up to hash slot collisions, which only cost a value not cached), so
+	// writes to other keys of the shard do not keep fetched values out.
+	seq       atomic.Uint64
+	changed   [changedSlots]atomic.Uint64
+	clearedAt atomic.Uint64
 	mu        sync.Mutex // guards everything below
 	entries   []entry    // entries[0] is the LRU sentinel
 	freeEntry uint32     // first free entry, 0 if none
@@ -122,13 +128,23 @@ func (s *shard) getStale(key []byte, h uint64, now int64, visit func([]byte)) bo
 // anyVersion makes set skip the version check.
 const anyVersion = ^uint64(0)
 
+// changedSlots is how many hash slots per shard remember their last
+// invalidation (8 KiB a shard).
+const changedSlots = 1024
+
+// changedSince reports whether the key of hash h was invalidated, or the
+// shard cleared, after version was taken.
+func (s *shard) changedSince(h, version uint64) bool {
+	return s.clearedAt.Load() > version || s.changed[(h>>32)%changedSlots].Load() > version
+}
+
 func (s *shard) set(key, value []byte, h uint64, expireAt int64, version uint64) {
 	size := len(key) + len(value)
 	cacheable := s.capacity > 0 && len(key) <= maxKeyLen && (s.maxBytes == 0 || int64(size) <= s.maxBytes)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if version != anyVersion && s.version.Load() != version {
-		return // fetched before an invalidation in this shard: possibly stale
+	if version != anyVersion && s.changedSince(h, version) {
+		return // fetched before an invalidation of the key: possibly stale
 	}
 	i, pos := s.find(key, h)
 	if i != 0 {
@@ -194,7 +210,7 @@ func (s *shard) rewrite(i uint32, key, value []byte, expireAt int64) {
 func (s *shard) invalidate(key []byte, h uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.version.Add(1) // even if the key is not cached: its fetch may be under way
+	s.changed[(h>>32)%changedSlots].Store(s.seq.Add(1)) // even if the key is not cached: its fetch may be under way
 	i, pos := s.find(key, h)
 	if i == 0 {
 		return false

@@ -497,11 +497,11 @@ func inFlightCost(keys []string) int {
 	return n
 }
 
-// CacheFill returns the backend hooks that cache every value fetched: the
-// cache's version is taken when a GET starts, and the value is stored only if
-// no invalidation has touched its shard since (the value may be stale).
-func CacheFill(cache *lru.Cache) (prepare func(string) uint64, onResult func(string, uint64, backend.Result)) {
-	return cache.Version, func(key string, version uint64, r backend.Result) {
+// CacheFill returns the backend hook that caches every value fetched (give
+// the backend the cache as its Versions too): the value is stored only if
+// its key has not been invalidated since its GET was sent (it may be stale).
+func CacheFill(cache *lru.Cache) func(string, uint64, backend.Result) {
+	return func(key string, version uint64, r backend.Result) {
 		if r.Found {
 			cache.SetIfVersion(key, r.Value, r.TTL, version)
 		}

@@ -139,9 +139,8 @@ func newTestServerWith(t testing.TB, cache *lru.Cache, be *backend.Client) (*Ser
 func newTestProxy(t *testing.T) (*redistest.Server, *Server, *fakeLoop) {
 	redis := redistest.Start(t)
 	cache := newTestCache()
-	prepare, onResult := CacheFill(cache)
 	be, err := backend.New(backend.Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 4, QueueLen: 4096,
-		Prepare: prepare, OnResult: onResult})
+		Versions: cache, OnResult: CacheFill(cache)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +255,7 @@ func TestBackpressureByBytes(t *testing.T) {
 // key, release it, and the old value stays out of the cache.
 func TestFetchOvertakenByInvalidation(t *testing.T) {
 	cache := newTestCache()
-	prepare, onResult := CacheFill(cache)
+	prepare, onResult := cache.Version, CacheFill(cache)
 	token := prepare("k") // the GET of k is sent
 	cache.Invalidate("k") // Redis says k changed, before the reply is in
 	onResult("k", token, backend.Result{Value: []byte("old"), Found: true})

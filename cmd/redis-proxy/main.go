@@ -395,7 +395,6 @@ func run(cfg config) error {
 
 	cache := lru.New(lru.Config{Capacity: cfg.capacity, MaxBytes: int64(cfg.maxMemory), TTL: cfg.ttl, StaleFor: cfg.staleIfError})
 	defer cache.Close()
-	prepare, onResult := server.CacheFill(cache)
 	var tracking *backend.Tracking
 	if cfg.invalidation {
 		var prefixes []string
@@ -413,8 +412,8 @@ func run(cfg config) error {
 		Timeout:     cfg.backendTimeout,
 		MaxParallel: cfg.maxParallel,
 		QueueLen:    min(1024*cfg.maxParallel, 1<<20),
-		Prepare:     prepare,
-		OnResult:    onResult,
+		Versions:    cache,
+		OnResult:    server.CacheFill(cache),
 		Tracking:    tracking,
 		FetchTTL:    cfg.respectTTL,
 	})
