@@ -354,15 +354,16 @@ func TestBatchKeepsEachDeadline(t *testing.T) {
 // connection, and resyncs (flushes) once tracking is back after a drop.
 //
 // Both end in rueidis calling the invalidation hook with null; a FLUSHALL
-// must flush the cache there and then, a drop must not (the cache keeps
-// serving while Redis is away) but flush once, when tracking is back on. So
-// each OnFlush records the tracking state it ran in: "on" for a FLUSHALL,
-// "reconnecting" for the resync as tracking comes (back) on; and the drop
-// must add no OnFlush of its own, which would show as an extra entry.
+// must flush the cache there and then (OnFlush), a drop must not (the cache
+// keeps serving while Redis is away) but resync once, when tracking is back
+// on (OnResync). So each hook records which it was and the tracking state it
+// ran in: "flush on" for a FLUSHALL, "resync reconnecting" as tracking comes
+// (back) on; and the drop must add nothing of its own, which would show as
+// an extra entry.
 func TestTracking(t *testing.T) {
 	redis := redistest.Start(t)
 	keys := make(chan string, 100)
-	flushes := make(chan string, 100) // the tracking state each OnFlush ran in
+	flushes := make(chan string, 100) // each OnFlush or OnResync, and the tracking state it ran in
 	var c *Client
 	ready := make(chan struct{}) // c is set
 	c, err := New(Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 2, QueueLen: 16, Tracking: &Tracking{
@@ -373,7 +374,11 @@ func TestTracking(t *testing.T) {
 		},
 		OnFlush: func() {
 			<-ready
-			flushes <- c.TrackingState()
+			flushes <- "flush " + c.TrackingState()
+		},
+		OnResync: func() {
+			<-ready
+			flushes <- "resync " + c.TrackingState()
 		},
 		OnUnsupported: func(err error) { t.Errorf("tracking unsupported: %v", err) },
 	}})
@@ -387,10 +392,10 @@ func TestTracking(t *testing.T) {
 		select {
 		case state := <-flushes:
 			if state != wantState {
-				t.Fatalf("%s: OnFlush with tracking %s, want %s", what, state, wantState)
+				t.Fatalf("%s: %s, want %s", what, state, wantState)
 			}
 		case <-time.After(10 * time.Second):
-			t.Fatalf("no OnFlush: %s", what)
+			t.Fatalf("no OnFlush or OnResync: %s", what)
 		}
 	}
 	trackingOn := func() {
@@ -414,7 +419,7 @@ func TestTracking(t *testing.T) {
 		}
 	}
 
-	flush("the resync when tracking first comes on", "reconnecting")
+	flush("the resync when tracking first comes on", "resync reconnecting")
 	trackingOn()
 	redis.Do("SET", "a", "1")
 	select {
@@ -426,7 +431,7 @@ func TestTracking(t *testing.T) {
 		t.Fatal("no invalidation for a SET")
 	}
 	redis.Do("FLUSHALL")
-	flush("FLUSHALL", "on") // at once, the connection up: not taken for a drop
+	flush("FLUSHALL", "flush on") // at once, the connection up: not taken for a drop
 
 	// Drop the tracking connection, and only it (flags t: tracking), once.
 	list := redis.Do("CLIENT", "LIST").String()
@@ -448,12 +453,12 @@ func TestTracking(t *testing.T) {
 		t.Fatalf("no tracking connection:\n%s", list)
 	}
 	redis.Do("CLIENT", "KILL", "ID", id)
-	flush("the resync after the connection dropped", "reconnecting") // not "on": the drop itself flushed nothing
+	flush("the resync after the connection dropped", "resync reconnecting") // not "on": the drop itself flushed nothing
 	trackingOn()
 	redis.Do("SET", "b", "2")
 	invalidated("b")
 	redis.Do("FLUSHALL")
-	flush("FLUSHALL after the reconnect", "on") // the next OnFlush: none came from the drop in between
+	flush("FLUSHALL after the reconnect", "flush on") // the next OnFlush: none came from the drop in between
 	select {
 	case state := <-flushes:
 		t.Fatalf("an OnFlush too many (tracking %s)", state)

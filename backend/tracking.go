@@ -14,8 +14,9 @@
 // rueidis also calls the hook with null when the connection drops; the
 // tracker tells the two apart by its error channel, which is fed first on a
 // drop. While the connection is down, cached keys keep being served (the TTL
-// bounds their staleness); once tracking is back on, OnFlush clears the cache,
-// since invalidations may have been lost in between. A Redis without
+// bounds their staleness); once tracking is back on, OnResync tells the cache
+// that invalidations may have been lost in between (the proxy then fetches
+// each key again before serving it as fresh). A Redis without
 // tracking (before 6) answers CLIENT TRACKING with an error: the tracker
 // logs it once, through OnUnsupported, and the proxy runs on TTLs alone.
 
@@ -34,7 +35,8 @@ import (
 type Tracking struct {
 	Prefixes      []string            // BCAST prefixes; none: every key
 	OnInvalidate  func(keys []string) // these keys changed in Redis
-	OnFlush       func()              // everything may have changed
+	OnFlush       func()              // everything was deleted (FLUSHALL, FLUSHDB)
+	OnResync      func()              // tracking is (back) on: invalidations may have been lost
 	OnUnsupported func(err error)     // Redis refused CLIENT TRACKING
 }
 
@@ -128,7 +130,7 @@ func (t *tracker) track() (err error, unsupported bool) {
 		return err, false
 	}
 	// Invalidations may have been missed while there was no tracking.
-	t.OnFlush()
+	t.OnResync()
 	t.active.Store(true)
 	defer t.active.Store(false)
 	select {

@@ -235,6 +235,26 @@ func (c *Cache) Invalidate(key string) bool {
 	return c.shardOf(h).invalidate(bytesOf(key), h)
 }
 
+// Revalidate marks every entry as possibly out of date, for when
+// invalidations may have been lost (the tracking connection dropped): Get
+// then reports a miss for each, so it is fetched again, as a miss would be,
+// and the fetched value replaces it; GetStale still serves it until its
+// deadline, for when Redis cannot be reached. Values of fetches under way
+// are not cached.
+func (c *Cache) Revalidate() {
+	for i := range c.shards {
+		c.shards[i].suspectAll()
+	}
+}
+
+// Remove drops key's entry, if any. Unlike Invalidate, it is not counted
+// and does not keep the values of fetches under way out of the cache: it is
+// for a key that Redis has just said it does not hold.
+func (c *Cache) Remove(key string) {
+	h := xxhash.Sum64String(key)
+	c.shardOf(h).drop(bytesOf(key), h)
+}
+
 // Clear drops every entry and gives the arenas' memory back.
 func (c *Cache) Clear() {
 	for i := range c.shards {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -483,4 +484,44 @@ func BenchmarkSetParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// After Revalidate (invalidations may have been lost), every entry reads as
+// a miss, so it is fetched again, while GetStale still serves it; a value
+// fetched from before is not cached, one fetched after replaces the entry.
+func TestRevalidate(t *testing.T) {
+	c := newTest(t, Config{Capacity: 100, TTL: time.Minute})
+	c.Set("k", []byte("cached"))
+	c.Set("j", []byte("other"))
+	before := c.Version("k")
+	c.Revalidate()
+	if _, ok := get(c, "k"); ok {
+		t.Fatal("an entry was served as fresh after Revalidate")
+	}
+	var stale string
+	if !c.GetStale([]byte("k"), func(v []byte) { stale = string(v) }) || stale != "cached" {
+		t.Fatalf("GetStale after Revalidate: %q", stale)
+	}
+	c.SetIfVersion("k", []byte("in flight"), 0, before)
+	if c.GetStale([]byte("k"), func(v []byte) { stale = string(v) }); stale != "cached" {
+		t.Fatalf("a value fetched before Revalidate replaced the entry: %q", stale)
+	}
+	c.SetIfVersion("k", []byte("fresh"), 0, c.Version("k"))
+	if got, ok := get(c, "k"); !ok || got != "fresh" {
+		t.Fatalf("after the refetch: %q %v", got, ok)
+	}
+	c.Remove("j") // Redis says it has no j
+	if c.GetStale([]byte("j"), func([]byte) {}) {
+		t.Fatal("Remove left the entry")
+	}
+	if c.Changed("k", c.Version("k")) {
+		t.Fatal("Remove disturbed fetches of other keys")
+	}
+}
+
+// The entry stays 32 bytes: the suspect flag lives in its padding.
+func TestEntrySize(t *testing.T) {
+	if n := unsafe.Sizeof(entry{}); n != 32 {
+		t.Fatalf("entry is %d bytes", n)
+	}
 }

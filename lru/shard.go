@@ -30,6 +30,9 @@ type entry struct {
 	heapPos  uint32 // position in the TTL heap
 	klen     uint16
 	class    uint8 // the arena size class of the record
+	// suspect: cached before a Revalidate; read as a miss (to be fetched
+	// again), but still served by GetStale. It fits the entry's padding.
+	suspect bool
 }
 
 type shardStats struct {
@@ -104,6 +107,10 @@ func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte)) bool {
 			s.remove(i, pos)
 			s.stats.expirations++
 		}
+		s.stats.misses++
+		return false
+	}
+	if e.suspect {
 		s.stats.misses++
 		return false
 	}
@@ -198,12 +205,33 @@ func (s *shard) rewrite(i uint32, key, value []byte, expireAt int64) {
 	}
 	e.vlen = uint32(len(value))
 	copy(s.valueOf(e), value)
-	e.expireAt = expireAt
+	e.expireAt, e.suspect = expireAt, false
 	s.heapFix(int(e.heapPos))
 	s.moveToFront(i)
 	s.stats.sets++
 	for s.maxBytes > 0 && s.stats.bytes > s.maxBytes && s.entries[0].prev != i {
 		s.evictOldest()
+	}
+}
+
+// suspectAll marks every entry suspect, and refuses the values of fetches
+// under way, which may predate invalidations that were lost.
+func (s *shard) suspectAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clearedAt.Store(s.seq.Add(1))
+	for i := s.entries[0].next; i != 0; i = s.entries[i].next {
+		s.entries[i].suspect = true
+	}
+}
+
+// drop removes key's entry, if any, without counting an invalidation or
+// disturbing fetches under way.
+func (s *shard) drop(key []byte, h uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i, pos := s.find(key, h); i != 0 {
+		s.remove(i, pos)
 	}
 }
 

@@ -500,10 +500,15 @@ func inFlightCost(keys []string) int {
 // CacheFill returns the backend hook that caches every value fetched (give
 // the backend the cache as its Versions too): the value is stored only if
 // its key has not been invalidated since its GET was sent (it may be stale).
+// A key Redis does not hold is not cached, and an entry left for it (one
+// being revalidated) goes.
 func CacheFill(cache *lru.Cache) func(string, uint64, backend.Result) {
 	return func(key string, version uint64, r backend.Result) {
-		if r.Found {
+		switch {
+		case r.Found:
 			cache.SetIfVersion(key, r.Value, r.TTL, version)
+		case r.Err == nil:
+			cache.Remove(key)
 		}
 	}
 }
@@ -519,6 +524,7 @@ func CacheTracking(cache *lru.Cache, prefixes []string, unsupported func(error))
 			}
 		},
 		OnFlush:       cache.Clear,
+		OnResync:      cache.Revalidate,
 		OnUnsupported: unsupported,
 	}
 }

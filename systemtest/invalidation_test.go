@@ -117,6 +117,45 @@ func TestInvalidationAfterRestart(t *testing.T) {
 	})
 }
 
+// After a Redis restart, invalidations may have been lost: a cached key is
+// not served as fresh until it has been fetched again (a write made while
+// tracking was down shows at once), yet while Redis cannot be reached the
+// cached value is still served (it used to be cleared, and such reads failed).
+func TestRevalidationAfterRestart(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "k", "before")
+	redis.Do("SET", "j", "kept")
+	p := startProxy(t, redis.Addr, "--ttl", "1h", "--backend-timeout", "300ms")
+	rc := dialRESP(t, p.addr)
+	for key, want := range map[string]string{"k": "before", "j": "kept"} {
+		if got := respGet(rc, key); got != want {
+			t.Fatalf("%s: %q", key, got)
+		}
+	}
+	redis.Stop()
+	redis.Restart() // empty, and the tracking connection is gone
+	redis.Do("SET", "k", "after")
+	redis.Do("SET", "j", "kept")
+	eventually(t, "tracking back on", func() string {
+		if got := proxyInfo(t, p.addr, "invalidation"); got != "on" {
+			return got
+		}
+		return ""
+	})
+	if got := respGet(rc, "k"); got != "after" {
+		t.Fatalf("k after the restart: %q (a value from before it, served as fresh)", got)
+	}
+	redis.Pause()
+	defer redis.Resume()
+	if got := respGet(rc, "j"); got != "kept" {
+		t.Fatalf("j with Redis hung after the restart: %q, want the cached value", got)
+	}
+	redis.Resume()
+	if got := respGet(rc, "j"); got != "kept" {
+		t.Fatalf("j once Redis is back: %q", got)
+	}
+}
+
 // A backend that cannot track (here: another redis-proxy, which refuses
 // CLIENT TRACKING) leaves the proxy on TTLs alone, serving as before.
 func TestInvalidationUnsupported(t *testing.T) {
