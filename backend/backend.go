@@ -213,7 +213,7 @@ func (c *Client) FetchMany(keys []string, done func(i int, r Result)) {
 	}
 	var started []*flight
 	for i, k := range keys {
-		f, outcome := c.join(k, func(r Result) { done(i, r) }, reserve)
+		f, outcome := c.join(k, waiter{done, i}, reserve)
 		switch outcome {
 		case startedFlight:
 			started = append(started, f)

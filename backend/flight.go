@@ -22,7 +22,14 @@ const flightShards = 64
 type flight struct {
 	key     string
 	token   uint64 // the key's version when the GET was sent (Config.Versions)
-	waiters []func(Result)
+	waiters []waiter
+}
+
+// waiter is a fetch waiting for a flight: done(i, result). (A pair rather
+// than a closure, which would cost an allocation per key.)
+type waiter struct {
+	done func(int, Result)
+	i    int
 }
 
 type flightShard struct {
@@ -42,19 +49,19 @@ const (
 // invalidated since its GET was sent (its answer may be older than a write
 // this fetch must see), it starts one when canStart (which reserves a place
 // in the queue) allows. The flight it replaces lands for its own waiters.
-func (c *Client) join(key string, done func(Result), canStart func() bool) (*flight, joinOutcome) {
+func (c *Client) join(key string, w waiter, canStart func() bool) (*flight, joinOutcome) {
 	sh := &c.flights[xxhash.Sum64String(key)%flightShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if f := sh.m[key]; f != nil && (c.versions == nil || !c.versions.Changed(key, f.token)) {
-		f.waiters = append(f.waiters, done)
+		f.waiters = append(f.waiters, w)
 		c.coalesced.Add(1)
 		return f, joinedFlight
 	}
 	if !canStart() {
 		return nil, refused
 	}
-	f := &flight{key: key, waiters: []func(Result){done}}
+	f := &flight{key: key, waiters: []waiter{w}}
 	if c.versions != nil {
 		f.token = c.versions.Version(key)
 	}
@@ -74,7 +81,7 @@ func (c *Client) land(f *flight, r Result) {
 	}
 	waiters := f.waiters
 	sh.mu.Unlock()
-	for _, done := range waiters {
-		done(r)
+	for _, w := range waiters {
+		w.done(w.i, r)
 	}
 }

@@ -94,6 +94,7 @@ type conn struct {
 	paused     bool       // the FIFO was full when parsing stopped
 	blocked    bool       // more than outputHigh unsent: parse nothing until it drains
 	watched    bool       // on lp.watched
+	touched    bool       // on lp.touched: deliveries filled its slots
 	unsentSeen int        // OutboundBuffered at the last watch or idle check
 	need       int        // bytes the incomplete request at the front needs, when known
 	held       *heldInput // input moved out of gnet's buffer, if any
@@ -476,25 +477,55 @@ func (s *Server) checkOutput(cn *conn) bool {
 	return progress
 }
 
-// fetch asks the backend for keys (copies: the parsed ones alias the read
-// buffer); the result for keys[i] fills part parts[i] of sl, on cn's loop.
-// The backend coalesces fetches of a key already being fetched and caches
-// what it fetches (CacheFill) before anyone is answered.
-func (s *Server) fetch(cn *conn, sl *slot, keys []string, parts []int) {
-	s.pending.Add(int64(len(keys)))
-	sl.inFlight += inFlightCost(keys)
+// fetch asks the backend for key (a copy: parsed keys alias the read
+// buffer); its result fills part part of sl, on cn's loop. The fetches a loop
+// asks for while it serves its ready connections are handed to the backend
+// together, once, when it is done with them (sendMisses): one hand-off and
+// one pipeline to Redis per batch, not per key. The backend coalesces
+// fetches of a key already being fetched and caches what it fetches
+// (CacheFill) before anyone is answered.
+func (s *Server) fetch(cn *conn, sl *slot, key string, part int) {
+	s.pending.Add(1)
+	sl.inFlight += fetchCost + len(key)
+	lp := cn.lp
+	lp.misses.keys = append(lp.misses.keys, key)
+	lp.misses.dests = append(lp.misses.dests, delivery{cn: cn, sl: sl, part: part})
+	if !lp.misses.scheduled {
+		lp.misses.scheduled = true
+		// A task runs once the loop has served every connection that was
+		// ready: the end of this batch.
+		if lp.el.Execute(context.Background(), lp.sendMisses) != nil {
+			s.dropMisses(lp) // shutting down
+		}
+	}
+}
+
+// missBatch is the fetches a loop has asked for and not yet handed over.
+type missBatch struct {
+	keys      []string
+	dests     []delivery // where each result goes (key and result filled in on return)
+	scheduled bool       // sendMisses is queued on the loop
+}
+
+// sendMisses hands lp's batch of fetches to the backend; it runs on lp.
+func (s *Server) sendMisses(lp *loop) {
+	keys, dests := lp.misses.keys, lp.misses.dests
+	lp.misses = missBatch{} // the callbacks keep these slices
+	if len(keys) == 0 {
+		return
+	}
 	s.backend.FetchMany(keys, func(i int, r backend.Result) {
-		s.post(delivery{cn: cn, sl: sl, part: parts[i], key: keys[i], r: r})
+		d := dests[i]
+		d.key, d.r = keys[i], r
+		s.post(d)
 	})
 }
 
-// inFlightCost is what keys cost while they are fetched.
-func inFlightCost(keys []string) int {
-	n := 0
-	for _, k := range keys {
-		n += fetchCost + len(k)
-	}
-	return n
+// dropMisses forgets lp's batch when the engine is shutting down (and the
+// connections with it).
+func (s *Server) dropMisses(lp *loop) {
+	s.pending.Add(-int64(len(lp.misses.keys)))
+	lp.misses = missBatch{}
 }
 
 // CacheFill returns the backend hook that caches every value fetched (give
@@ -575,13 +606,24 @@ func (s *Server) drainInbox(lp *loop) {
 	batch := lp.inbox.items
 	lp.inbox.items, lp.inbox.scheduled = lp.inbox.spare[:0], false
 	lp.inbox.mu.Unlock()
+	// Fill every slot first, then write each connection once: a pipeline's
+	// answers that come back together leave in one write, not one each.
+	touched := lp.touched[:0]
 	for _, d := range batch {
 		s.pending.Add(-1)
 		d.r = s.orStale(d.key, d.r)
-		s.deliver(&d)
+		if s.deliver(&d) {
+			touched = append(touched, d.cn)
+		}
+	}
+	for _, cn := range touched {
+		cn.touched = false
+		s.answer(cn)
 	}
 	clear(batch)
 	lp.inbox.spare = batch[:0]
+	clear(touched)
+	lp.touched = touched[:0]
 }
 
 // orStale replaces a failed fetch's result by the key's stale value, if the
@@ -598,16 +640,27 @@ func (s *Server) orStale(key string, r backend.Result) backend.Result {
 	return r
 }
 
-// deliver fills a slot with a fetch result on cn's loop and writes what is
-// now ready; if the FIFO had been full, parsing resumes.
-func (s *Server) deliver(d *delivery) {
+// deliver fills a slot with a fetch result on its connection's loop, and
+// reports whether the connection was not yet among those to answer.
+func (s *Server) deliver(d *delivery) (first bool) {
 	cn, sl := d.cn, d.sl
 	if cn.closed {
-		return
+		return false
 	}
 	sl.inFlight -= fetchCost + len(d.key)
 	s.fill(sl, d.part, d.r)
 	cn.account(sl)
+	first = !cn.touched
+	cn.touched = true
+	return first
+}
+
+// answer writes what deliveries made ready on cn; if its FIFO had been full,
+// parsing resumes.
+func (s *Server) answer(cn *conn) {
+	if cn.closed {
+		return
+	}
 	closeNow := s.flush(cn)
 	if !closeNow && cn.paused && !cn.stalled() && cn.drained() {
 		closeNow = s.process(cn)

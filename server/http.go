@@ -52,7 +52,7 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		sl = cn.push()
 	}
 	sl.ready, sl.kind, sl.http = false, kindHTTP, o
-	s.fetch(cn, sl, []string{string(req.Key)}, []int{0})
+	s.fetch(cn, sl, string(req.Key), 0)
 	return n
 }
 

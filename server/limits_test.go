@@ -303,7 +303,7 @@ func TestMGETKeysInFlightCount(t *testing.T) {
 	if len(c.in) == 0 {
 		t.Fatalf("parsed six MGETs of %d missing keys each at once", keys)
 	}
-	if limit := maxQueuedBytes + inFlightCost([]string{"a0000"})*keys; cn.queuedBytes > limit {
+	if limit := maxQueuedBytes + (fetchCost+len("a0000"))*keys; cn.queuedBytes > limit {
 		t.Fatalf("%d bytes queued, bound %d", cn.queuedBytes, limit)
 	}
 	lp.runUntil(t, func() bool { return strings.Count(c.out.String(), "*10000\r\n") == 6 })

@@ -124,7 +124,7 @@ func (s *Server) get(cn *conn, key []byte) {
 		sl = cn.push()
 	}
 	sl.ready, sl.kind, sl.resp3 = false, kindGET, cn.resp3
-	s.fetch(cn, sl, []string{string(key)}, []int{0})
+	s.fetch(cn, sl, string(key), 0)
 }
 
 // mget answers MGET. The hits up to the first miss are encoded where the
@@ -157,15 +157,15 @@ func (s *Server) mget(cn *conn, keys [][]byte) {
 	}
 	sl.ready, sl.kind, sl.resp3 = false, kindMGET, cn.resp3
 	sl.parts = make([][]byte, len(keys)-first)
-	missed := []string{string(keys[first])} // looked up once: a second look could find it cached and leave nothing to wait for
-	parts := []int{0}
+	missed := []int{0} // keys[first] missed, looked up once: a second look could find it cached and leave nothing to wait for
+	cost := fetchCost + len(keys[first])
 	for i, k := range keys[first+1:] {
 		if !s.cache.Get(k, func(v []byte) { s.addPart(sl, i+1, proto.AppendBulk(nil, v)) }) {
-			missed = append(missed, string(k))
-			parts = append(parts, i+1)
+			missed = append(missed, i+1)
+			cost += fetchCost + len(k)
 		}
 	}
-	if sl.failure == nil && len(sl.out)+sl.partBytes+inFlightCost(missed) > maxMGETBytes {
+	if sl.failure == nil && len(sl.out)+sl.partBytes+cost > maxMGETBytes {
 		sl.failure = errMGETTooBig // too many keys to fetch at once
 	}
 	if sl.failure != nil {
@@ -173,7 +173,9 @@ func (s *Server) mget(cn *conn, keys [][]byte) {
 		return
 	}
 	sl.waiting = len(missed)
-	s.fetch(cn, sl, missed, parts) // one batch: the misses go to Redis together
+	for _, part := range missed { // they go to Redis in the loop's batch
+		s.fetch(cn, sl, string(keys[first+part]), part)
+	}
 }
 
 // errMGETTooBig is the answer to an MGET whose answer would exceed maxMGETBytes.

@@ -336,6 +336,10 @@ type loop struct {
 	inbox inbox         // fetch results waiting for this loop
 	drain gnet.Runnable // runs drainInbox on this loop
 
+	touched    []*conn       // drainInbox's scratch: the connections it filled slots of
+	misses     missBatch     // fetches asked for, to hand over at the end of the batch
+	sendMisses gnet.Runnable // runs Server.sendMisses on this loop
+
 	conns      []*conn       // every open connection of this loop (idle checks)
 	idle       []*conn       // closeIdle's scratch
 	idleCheck  gnet.Runnable // runs Server.closeIdle on this loop
@@ -358,6 +362,7 @@ func (s *Server) loopOf(c gnet.Conn) *loop {
 	if !ok {
 		lp = &loop{el: el}
 		lp.drain = gnet.RunnableFunc(func(context.Context) error { s.drainInbox(lp); return nil })
+		lp.sendMisses = gnet.RunnableFunc(func(context.Context) error { s.sendMisses(lp); return nil })
 		lp.idleCheck = gnet.RunnableFunc(func(context.Context) error { s.closeIdle(lp); return nil })
 		lp.drainConns = gnet.RunnableFunc(func(context.Context) error { s.finishConns(lp); return nil })
 		lp.watchCheck = gnet.RunnableFunc(func(context.Context) error { s.checkWatched(lp); return nil })

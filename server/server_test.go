@@ -203,7 +203,7 @@ func TestDeliveryAfterCloseIsDropped(t *testing.T) {
 	c := lp.open(t)
 	c.send("GET k\r\n")
 	s.OnClose(c, nil)
-	lp.runTask(t)
+	lp.runUntil(t, func() bool { return s.pending.Load() == 0 }) // the fetch is sent, and its result delivered
 	if got := c.takeOut(); got != "" {
 		t.Fatalf("wrote %q to a closed connection", got)
 	}
@@ -243,8 +243,8 @@ func TestBackpressureByBytes(t *testing.T) {
 	if len(c.in) == 0 || c.out.Len() != 0 {
 		t.Fatalf("parsed everything (%d bytes left, %d written) despite %d MiB queued", len(c.in), c.out.Len(), 40)
 	}
-	lp.runTask(t)
 	want := "$7\r\nfetched\r\n" + strings.Repeat("$1048576\r\n"+big+"\r\n", 40)
+	lp.runUntil(t, func() bool { return c.out.Len() >= len(want) })
 	if got := c.takeOut(); got != want || len(c.in) != 0 {
 		t.Fatalf("got %d bytes, want %d; %d bytes unparsed", len(got), len(want), len(c.in))
 	}
@@ -344,4 +344,25 @@ func BenchmarkHitHTTP(b *testing.B) {
 
 func BenchmarkHitHTTPPipeline16(b *testing.B) {
 	benchmarkHits(b, strings.Repeat("GET /key:000000000042 HTTP/1.1\r\nHost: 127.0.0.1:6380\r\n\r\n", 16), 16)
+}
+
+// The misses of every connection a loop serves in one go are handed to the
+// backend together, once: one task at the end of the batch, one hand-off.
+func TestMissesOfABatchGoTogether(t *testing.T) {
+	redis, s, lp := newTestProxy(t)
+	redis.Do("SET", "a", "1")
+	c1, c2 := lp.open(t), lp.open(t)
+	c1.send("GET a\r\nGET b\r\n")
+	c2.send("MGET a c\r\n")
+	if n := len(lp.tasks); n != 1 {
+		t.Fatalf("%d tasks queued for the batch, want 1", n)
+	}
+	lpc := c1.ctx.(*conn).lp
+	if got := lpc.misses.keys; len(got) != 4 {
+		t.Fatalf("batch %q, want the 4 misses of both connections", got)
+	}
+	lp.runUntil(t, func() bool { return s.pending.Load() == 0 })
+	if got := c1.takeOut() + "|" + c2.takeOut(); got != "$1\r\n1\r\n$-1\r\n|*2\r\n$1\r\n1\r\n$-1\r\n" {
+		t.Fatalf("answers %q", got)
+	}
 }
