@@ -3,9 +3,11 @@ package main
 import (
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseRedisBenchmark(t *testing.T) {
@@ -63,5 +65,23 @@ func TestReportWrite(t *testing.T) {
 	}
 	if chart, err := os.ReadFile(svg); err != nil || !strings.Contains(string(chart), "<polyline") {
 		t.Fatalf("chart: %v\n%s", err, chart)
+	}
+}
+
+// A target's CPU time is read from /proc: this process has used some.
+func TestCPUTicks(t *testing.T) {
+	p, err := os.FindProcess(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); time.Since(start) < 50*time.Millisecond; { // spend some CPU
+	}
+	self := &target{cmd: &exec.Cmd{Process: p}}
+	if n := self.cpuTicks(); n <= 0 {
+		t.Fatalf("cpuTicks = %d", n)
+	}
+	withBackend := &target{cmd: self.cmd, backend: self} // the same process twice
+	if one, two := self.cpuTicks(), withBackend.cpuTicks(); two < 2*one {
+		t.Fatalf("with a backend: %d, alone %d", two, one)
 	}
 }

@@ -87,6 +87,9 @@ func main() {
 	webdis := lb.startWebdis(redis.addr)
 	ceilAddr := freeAddr()
 	ceiling := lb.start("gnet ceiling", ceilAddr, *ceilBin, "-listen", ceilAddr)
+	for _, t := range compact(hit, miss, missNoTTL, ttlOnly, twem, webdis) {
+		t.backend = redis // their server CPU includes what they cost Redis
+	}
 	load(redis, keys, valueSize, hit, ttlOnly)
 
 	rep := &report{settings: s, started: started, proxyFlags: map[string]string{

@@ -18,9 +18,36 @@ import (
 
 // target is something listening that a load generator can drive.
 type target struct {
-	name string
-	addr string // host:port
-	cmd  *exec.Cmd
+	name    string
+	addr    string // host:port
+	cmd     *exec.Cmd
+	backend *target // the redis-server it fronts, whose CPU it costs too; nil for none
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc/PID/stat's times
+// (100 on every Linux ABI).
+const clockTicks = 100
+
+// cpuTicks returns the CPU time (utime+stime, in clockTicks) that t and its
+// backend have used so far, or -1 if it cannot be read.
+func (t *target) cpuTicks() int64 {
+	var total int64
+	for p := t; p != nil; p = p.backend {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+		if err != nil {
+			return -1
+		}
+		// The fields after the parenthesised command name: utime and stime
+		// are the 14th and 15th of the line.
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) < 13 {
+			return -1
+		}
+		utime, _ := strconv.ParseInt(fields[11], 10, 64)
+		stime, _ := strconv.ParseInt(fields[12], 10, 64)
+		total += utime + stime
+	}
+	return total
 }
 
 func (t *target) port() string { _, p, _ := net.SplitHostPort(t.addr); return p }

@@ -73,6 +73,13 @@ func cell(r result, ok bool) string {
 	return fmt.Sprintf("%s (p50 %.3f ms)", thousands(r.rps), r.p50ms)
 }
 
+func cpuCell(r result, ok bool) string {
+	if !ok || r.cpuUS == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", r.cpuUS)
+}
+
 func thousands(v float64) string {
 	s := fmt.Sprintf("%.0f", v)
 	for i := len(s) - 3; i > 0; i -= 3 {
@@ -113,6 +120,8 @@ func (rep *report) markdown(svgRel string) string {
 		{"RESP hits / twemproxy, -P 16", hits, twem, 16, rep.resp},
 		{"RESP all-miss / redis-server, -P 1", miss, redis, 1, rep.resp},
 		{"RESP all-miss / redis-server, -P 16", miss, redis, 16, rep.resp},
+		{"RESP all-miss / twemproxy, -P 1", miss, twem, 1, rep.resp},
+		{"RESP all-miss / twemproxy, -P 16", miss, twem, 16, rep.resp},
 		{"HTTP hits / webdis", hits, webd, 0, rep.http},
 		{"HTTP hits / bare gnet ceiling", hits, ceil, 0, rep.http},
 	} {
@@ -121,8 +130,17 @@ func (rep *report) markdown(svgRel string) string {
 		w("- %s: **%s**\n", kr.name, ratio(a, aok, c, cok))
 	}
 
+	for _, p := range []int{1, 16} {
+		m, mok := find(rep.resp, miss, p, 50)
+		tw, tok := find(rep.resp, twem, p, 50)
+		if mok && tok && m.cpuUS > 0 && tw.cpuUS > 0 {
+			w("- server CPU per miss, -P %d (the proxy and Redis): **%.1f µs**, twemproxy and Redis %.1f µs (%.2f×)\n", p, m.cpuUS, tw.cpuUS, m.cpuUS/tw.cpuUS)
+		}
+	}
+
 	w("\n### RESP: redis-benchmark -t get -c 50\n\n")
-	w("| target | -P 1 req/s | ratio to redis-server | -P 16 req/s | ratio to redis-server |\n|---|---|---|---|---|\n")
+	w("Server CPU: user+system time of the target and the redis-server behind it over the run, per request (/proc).\n\n")
+	w("| target | -P 1 req/s | ratio to redis-server | server CPU µs/req | -P 16 req/s | ratio to redis-server | server CPU µs/req |\n|---|---|---|---|---|---|---|\n")
 	for _, t := range []string{redis, twem, hits, miss, ceil} {
 		r1, ok1 := find(rep.resp, t, 1, 50)
 		r16, ok16 := find(rep.resp, t, 16, 50)
@@ -131,7 +149,8 @@ func (rep *report) markdown(svgRel string) string {
 		}
 		d1, dok1 := find(rep.resp, redis, 1, 50)
 		d16, dok16 := find(rep.resp, redis, 16, 50)
-		w("| %s | %s | %s | %s | %s |\n", t, cell(r1, ok1), ratio(r1, ok1, d1, dok1), cell(r16, ok16), ratio(r16, ok16, d16, dok16))
+		w("| %s | %s | %s | %s | %s | %s | %s |\n", t, cell(r1, ok1), ratio(r1, ok1, d1, dok1), cpuCell(r1, ok1),
+			cell(r16, ok16), ratio(r16, ok16, d16, dok16), cpuCell(r16, ok16))
 	}
 
 	w("\n### HTTP: wrk -t2 -c50, random keys\n\n")

@@ -23,7 +23,8 @@ import (
 type result struct {
 	rps   float64
 	p50ms float64
-	err   string // why there is no number, if there is none
+	cpuUS float64 // server CPU per request, µs: the target and the Redis behind it (0: not measured)
+	err   string  // why there is no number, if there is none
 }
 
 func run(timeout time.Duration, argv ...string) (string, error) {
@@ -43,12 +44,19 @@ func redisBenchmarkArgs(t *target, keys, clients, pipeline, requests int) []stri
 }
 
 // redisBenchmark runs redis-benchmark -t get against t and returns its result.
+// The server CPU per request is what t and its backend used over the run
+// (from /proc), divided by the requests.
 func redisBenchmark(t *target, keys, clients, pipeline, requests int) result {
+	before := t.cpuTicks()
 	out, err := run(3*time.Minute, redisBenchmarkArgs(t, keys, clients, pipeline, requests)...)
 	if err != nil {
 		return result{err: fmt.Sprintf("%v: %s", err, lastLine(out))}
 	}
-	return parseRedisBenchmark(out)
+	r := parseRedisBenchmark(out)
+	if after := t.cpuTicks(); before >= 0 && after >= 0 {
+		r.cpuUS = float64(after-before) * 1e6 / clockTicks / float64(requests)
+	}
+	return r
 }
 
 // parseRedisBenchmark reads redis-benchmark --csv output.
