@@ -46,8 +46,8 @@ type Config struct {
 	Timeout time.Duration
 	// MaxParallel is the number of fetches in flight at once.
 	MaxParallel int
-	// QueueLen is how many fetches may wait for a worker; beyond it Fetch
-	// refuses with ErrOverloaded.
+	// QueueLen is how many jobs (a FetchMany's new GETs, up to 128 a job)
+	// may wait for a worker; beyond it Fetch refuses with ErrOverloaded.
 	QueueLen int
 	// Versions, if set, tell a value an invalidation overtook: its Version
 	// of a key is taken when a GET of the key is about to be sent and handed
@@ -199,8 +199,9 @@ func (c *Client) Fetch(key string, done func(Result)) {
 // FetchMany gets keys as Fetch does, joining GETs under way and sending the
 // rest as one batch; done is called once per key, with its index.
 func (c *Client) FetchMany(keys []string, done func(i int, r Result)) {
+	deadline := time.Now().Add(c.timeout)
 	reserved, overloaded := false, false
-	reserve := func() bool { // called at most until it succeeds or fails once
+	reserve := func() bool { // a place in the queue for the job being filled
 		if !reserved && !overloaded {
 			if c.queued.Add(1) <= c.queueLen {
 				reserved = true
@@ -217,12 +218,16 @@ func (c *Client) FetchMany(keys []string, done func(i int, r Result)) {
 		switch outcome {
 		case startedFlight:
 			started = append(started, f)
+			if len(started) == maxBatch { // a full job goes; the next needs a place of its own
+				c.jobs <- job{started, deadline}
+				started, reserved = nil, false
+			}
 		case refused:
 			done(i, Result{Err: ErrOverloaded})
 		}
 	}
 	if len(started) > 0 {
-		c.jobs <- job{started, time.Now().Add(c.timeout)} // its place was reserved
+		c.jobs <- job{started, deadline} // its place was reserved
 	}
 }
 
@@ -243,36 +248,53 @@ func (c *Client) Close() {
 	c.rc.Close()
 }
 
-// maxBatch bounds the GETs one worker sends together.
+// maxBatch bounds the GETs of one job, and of one worker's pipeline: past
+// 2000 commands rueidis would take a dedicated connection for it.
 const maxBatch = 128
 
 // work sends the GETs of queued jobs, taking as many as are waiting (up to
 // maxBatch GETs) into one DoMulti, so that a backlog of misses goes to Redis
-// in a few large pipelines rather than many small ones. Each fetch keeps its
-// own deadline in the batch: one that waited out its timeout in the queue
-// fails alone, without taking the fresh ones with it.
+// in a few large pipelines rather than many small ones. Only jobs whose
+// deadlines lie within a tenth of the timeout of each other go together:
+// each fetch keeps its own deadline (one that waited out its timeout in the
+// queue fails alone, without taking fresh ones with it), and none waits much
+// past its own for the others'.
 func (c *Client) work() {
 	defer c.workers.Done()
 	var flights []*flight
 	var deadlines []time.Time
-	for j := range c.jobs {
-		c.queued.Add(-1)
+	var carry job // taken off the queue but not sent with the last batch
+	for {
+		j := carry
+		if j.flights == nil {
+			var ok bool
+			if j, ok = <-c.jobs; !ok {
+				return
+			}
+			c.queued.Add(-1)
+		}
+		carry = job{}
 		flights, deadlines = flights[:0], deadlines[:0]
-		for ok := true; ok; {
+		first := j.deadline
+	gather:
+		for {
+			flights = append(flights, j.flights...)
 			for range j.flights {
 				deadlines = append(deadlines, j.deadline)
 			}
-			flights = append(flights, j.flights...)
-			if len(flights) >= maxBatch {
-				break
-			}
 			select {
-			case j, ok = <-c.jobs:
-				if ok {
-					c.queued.Add(-1)
+			case next, ok := <-c.jobs:
+				if !ok {
+					break gather // closing: send these; the next receive ends the worker
 				}
+				c.queued.Add(-1)
+				if len(flights)+len(next.flights) > maxBatch || next.deadline.Sub(first) > c.timeout/10 {
+					carry = next
+					break gather
+				}
+				j = next
 			default:
-				ok = false
+				break gather
 			}
 		}
 		results := c.get(flights, deadlines)
@@ -282,9 +304,8 @@ func (c *Client) work() {
 	}
 }
 
-// get sends the GETs of a batch, together, and returns their results; a
-// fetch past its deadline (in the queue, or when the replies came) is a
-// timeout.
+// get sends the GETs of a batch, together, and returns their results. A
+// fetch already past its deadline is not sent: it is a timeout.
 func (c *Client) get(flights []*flight, deadlines []time.Time) []Result {
 	results := make([]Result, len(flights))
 	now := time.Now()
@@ -318,12 +339,7 @@ func (c *Client) get(flights []*flight, deadlines []time.Time) []Result {
 		}
 	}
 	replies := c.rc.DoMulti(ctx, cmds...)
-	now = time.Now()
 	for n, i := range send {
-		if now.After(deadlines[i]) {
-			results[i].Err = ErrTimeout // answered, but later than this fetch may wait
-			continue
-		}
 		results[i] = c.result(replies[per*n])
 		if c.fetchTTL && results[i].Found {
 			results[i] = withTTL(results[i], replies[per*n+1])

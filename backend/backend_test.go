@@ -350,6 +350,82 @@ func TestBatchKeepsEachDeadline(t *testing.T) {
 	}
 }
 
+// Behind a hung Redis, every fetch fails with a timeout after about its own
+// timeout: not sooner because an older fetch it was sent with ran out, and
+// not much later because it was sent with a younger one.
+func TestEachFetchWaitsItsOwnTimeout(t *testing.T) {
+	redis := redistest.Start(t)
+	const timeout = time.Second
+	c := newConnected(t, Config{Addr: redis.Addr, Timeout: timeout, MaxParallel: 1, QueueLen: 16})
+	redis.Pause()
+	defer redis.Resume()
+	type outcome struct {
+		waited time.Duration
+		err    error
+	}
+	results := make(chan outcome, 3)
+	fetch := func(key string) {
+		start := time.Now()
+		c.Fetch(key, func(r Result) { results <- outcome{time.Since(start), r.Err} })
+	}
+	fetch("k0") // sent, and hangs: the one worker is busy until it times out
+	time.Sleep(timeout / 2)
+	fetch("k1") // queued behind it
+	time.Sleep(timeout * 45 / 100)
+	fetch("k2") // queued too, with a deadline 0.45 s later than k1's
+	for range 3 {
+		o := <-results
+		if !errors.Is(o.err, ErrTimeout) {
+			t.Fatalf("%+v", o)
+		}
+		if o.waited < timeout*9/10 || o.waited > timeout*13/10 {
+			t.Fatalf("a fetch timed out after %v; its timeout is %v", o.waited, timeout)
+		}
+	}
+}
+
+// A FetchMany of many keys goes out as jobs of at most maxBatch GETs, each
+// taking its own place in the queue: one caller's batch cannot make one
+// huge pipeline (rueidis sends those on connections of their own) nor slip
+// past the queue bound.
+func TestFetchManyIsCutIntoJobs(t *testing.T) {
+	redis := redistest.Start(t)
+	c := newConnected(t, Config{Addr: redis.Addr, Timeout: 5 * time.Second, MaxParallel: 1, QueueLen: 2})
+	redis.Pause()
+	defer redis.Resume()
+	blocker := make(chan Result, 1)
+	c.Fetch("blocker", func(r Result) { blocker <- r })
+	for deadline := time.Now().Add(10 * time.Second); c.Stats().Fetches != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the blocking GET was not sent: %+v", c.Stats())
+		}
+	}
+	keys := make([]string, 3*maxBatch)
+	for i := range keys {
+		keys[i] = fmt.Sprint("key", i)
+	}
+	var mu sync.Mutex
+	refused, answered := 0, 0
+	var wg sync.WaitGroup
+	wg.Add(len(keys))
+	c.FetchMany(keys, func(_ int, r Result) {
+		mu.Lock()
+		if errors.Is(r.Err, ErrOverloaded) {
+			refused++
+		} else {
+			answered++
+		}
+		mu.Unlock()
+		wg.Done()
+	})
+	redis.Resume()
+	wg.Wait()
+	<-blocker
+	if refused != maxBatch || answered != 2*maxBatch {
+		t.Fatalf("%d refused, %d answered: want the third job of %d refused (the queue holds 2)", refused, answered, maxBatch)
+	}
+}
+
 // The tracker hears every write (BCAST), tells FLUSHALL apart from a dropped
 // connection, and resyncs (flushes) once tracking is back after a drop.
 //

@@ -206,6 +206,20 @@ func (cn *conn) drained() bool {
 // limits allow, and reports whether cn is to be closed now. It runs on cn's
 // loop.
 func (s *Server) process(cn *conn) bool {
+	for {
+		closeNow := s.processOnce(cn)
+		if closeNow || !cn.paused || cn.stalled() || !cn.drained() {
+			return closeNow
+		}
+		// The queue filled up, but with answers all ready at once (no fetch
+		// to wait for, so no delivery would resume parsing): they are
+		// written, parse on.
+	}
+}
+
+// processOnce parses until cn's input runs out or cn stalls, then writes
+// what is ready.
+func (s *Server) processOnce(cn *conn) bool {
 	c := cn.c
 	if cn.closing {
 		_, _ = c.Discard(-1) // n <= 0 discards everything: input after the last answer is ignored
@@ -492,11 +506,10 @@ func (s *Server) fetch(cn *conn, sl *slot, key string, part int) {
 	lp.misses.dests = append(lp.misses.dests, delivery{cn: cn, sl: sl, part: part})
 	if !lp.misses.scheduled {
 		lp.misses.scheduled = true
-		// A task runs once the loop has served every connection that was
-		// ready: the end of this batch.
-		if lp.el.Execute(context.Background(), lp.sendMisses) != nil {
-			s.dropMisses(lp) // shutting down
-		}
+		// A task runs after the loop has served the connections of this
+		// round and polled once more (and served those too): their misses
+		// all go together. (Called on the loop, Execute does not fail.)
+		_ = lp.el.Execute(context.Background(), lp.sendMisses)
 	}
 }
 
@@ -521,24 +534,19 @@ func (s *Server) sendMisses(lp *loop) {
 	})
 }
 
-// dropMisses forgets lp's batch when the engine is shutting down (and the
-// connections with it).
-func (s *Server) dropMisses(lp *loop) {
-	s.pending.Add(-int64(len(lp.misses.keys)))
-	lp.misses = missBatch{}
-}
-
 // CacheFill returns the backend hook that caches every value fetched (give
 // the backend the cache as its Versions too): the value is stored only if
 // its key has not been invalidated since its GET was sent (it may be stale).
-// A key Redis does not hold is not cached, and an entry left for it (one
-// being revalidated) goes.
+// A key Redis does not hold as a string (missing, or WRONGTYPE) is not
+// cached, and an entry left for it (one being revalidated) goes, unless the
+// key has changed since (a newer fetch may have cached its new value).
 func CacheFill(cache *lru.Cache) func(string, uint64, backend.Result) {
 	return func(key string, version uint64, r backend.Result) {
+		var reply backend.ReplyError
 		switch {
 		case r.Found:
 			cache.SetIfVersion(key, r.Value, r.TTL, version)
-		case r.Err == nil:
+		case (r.Err == nil || errors.As(r.Err, &reply)) && !cache.Changed(key, version):
 			cache.Remove(key)
 		}
 	}

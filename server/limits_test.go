@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/redis-proxy/redis-proxy/backend"
 )
 
 // The limits that keep one client from exhausting, stalling or ballooning
@@ -398,5 +400,44 @@ func TestDrainAnswersWhatWasReceived(t *testing.T) {
 	}
 	if n := s.pending.Load(); n != 0 {
 		t.Fatalf("%d fetches in flight after the drain", n)
+	}
+}
+
+// A queue that fills with answers all ready at once (here behind an MGET
+// refused for its size, which waits for no fetch) is written and parsing
+// goes on: no delivery would come to resume it.
+func TestFullQueueOfReadyAnswersResumes(t *testing.T) {
+	s, lp := newTestServer(t, nil)
+	s.cache.Set("big", []byte(strings.Repeat("x", 1<<20)))
+	c := lp.open(t)
+	n := maxQueued + 100
+	c.send("MGET miss" + strings.Repeat(" big", maxMGETBytes>>20+1) + "\r\n" + strings.Repeat("PING\r\n", n))
+	out := c.takeOut()
+	if !strings.HasPrefix(out, "-"+errMGETTooBig.Error()) || strings.Count(out, "+PONG\r\n") != n {
+		t.Fatalf("%d of %d PINGs answered; %d bytes left unparsed", strings.Count(out, "+PONG\r\n"), n, len(c.in))
+	}
+}
+
+// A fetch's "no such key" (or WRONGTYPE) drops an entry being revalidated,
+// but not a value a newer fetch cached after the key changed.
+func TestMissingKeyDropsOnlyWhatItCovers(t *testing.T) {
+	cache := newTestCache()
+	fill := CacheFill(cache)
+	cache.Set("gone", []byte("old"))
+	cache.Set("list", []byte("old"))
+	cache.Revalidate()
+	fill("gone", cache.Version("gone"), backend.Result{})
+	fill("list", cache.Version("list"), backend.Result{Err: backend.ReplyError("WRONGTYPE Operation against a key holding the wrong kind of value")})
+	for _, k := range []string{"gone", "list"} {
+		if cache.GetStale([]byte(k), func([]byte) {}) {
+			t.Fatalf("%s: the old entry stayed", k)
+		}
+	}
+	early := cache.Version("k")                                                      // a GET of k is sent; k does not exist yet
+	cache.Invalidate("k")                                                            // SET k in Redis
+	fill("k", cache.Version("k"), backend.Result{Value: []byte("new"), Found: true}) // a newer fetch caches it
+	fill("k", early, backend.Result{})                                               // the old GET's nil lands late
+	if !cache.Get([]byte("k"), func([]byte) {}) {
+		t.Fatal("a late 'no such key' dropped the newer value")
 	}
 }

@@ -367,6 +367,10 @@ func (s *Server) loopOf(c gnet.Conn) *loop {
 		lp.drainConns = gnet.RunnableFunc(func(context.Context) error { s.finishConns(lp); return nil })
 		lp.watchCheck = gnet.RunnableFunc(func(context.Context) error { s.checkWatched(lp); return nil })
 		s.loops[el] = lp
+		if s.draining.Load() {
+			// Shutdown looked at the loops before this one was created.
+			_ = el.Execute(context.Background(), lp.drainConns)
+		}
 		if len(s.cpus) > 1 {
 			s.pinThread(s.cpus[s.nextCPU%len(s.cpus)])
 			s.nextCPU++
