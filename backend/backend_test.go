@@ -53,6 +53,17 @@ func fetch(t *testing.T, c *Client, key string) Result {
 	return Result{}
 }
 
+// awaitSent waits until c has sent n GETs (a worker holds them, past its
+// look for more jobs to batch with).
+func awaitSent(t *testing.T, c *Client, n uint64) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); c.Stats().Fetches != n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d GETs not sent: stats %+v", n, c.Stats())
+		}
+	}
+}
+
 func TestFetch(t *testing.T) {
 	redis := redistest.Start(t)
 	redis.Do("SET", "k", "v")
@@ -169,13 +180,7 @@ func TestOverloaded(t *testing.T) {
 	// it has taken k0's job off the queue (queued back to 0): it then looks
 	// for more jobs to batch with it, and could take k1's too, which would
 	// leave k2 a place. A GET counted as sent is past that look.
-	deadline := time.Now().Add(10 * time.Second)
-	for c.Stats().Fetches != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("k0's GET not sent: stats %+v", c.Stats())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	awaitSent(t, c, 1)
 	fetch("k1") // takes the one place in the queue
 	fetch("k2") // finds none
 	redis.Resume()
@@ -311,11 +316,7 @@ func TestNoJoinAcrossInvalidation(t *testing.T) {
 	defer redis.Resume()
 	results := make(chan Result, 3)
 	c.Fetch("k", func(r Result) { results <- r })
-	for deadline := time.Now().Add(10 * time.Second); c.Stats().Fetches != 1; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the first GET was not sent: %+v", c.Stats())
-		}
-	}
+	awaitSent(t, c, 1)
 	versions.invalidate("k")
 	c.Fetch("k", func(r Result) { results <- r }) // must not join the GET sent before
 	c.Fetch("k", func(r Result) { results <- r }) // joins the second GET
@@ -395,11 +396,7 @@ func TestFetchManyIsCutIntoJobs(t *testing.T) {
 	defer redis.Resume()
 	blocker := make(chan Result, 1)
 	c.Fetch("blocker", func(r Result) { blocker <- r })
-	for deadline := time.Now().Add(10 * time.Second); c.Stats().Fetches != 1; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the blocking GET was not sent: %+v", c.Stats())
-		}
-	}
+	awaitSent(t, c, 1)
 	keys := make([]string, 3*maxBatch)
 	for i := range keys {
 		keys[i] = fmt.Sprint("key", i)
