@@ -95,6 +95,18 @@ type ReplyError string
 
 func (e ReplyError) Error() string { return string(e) }
 
+// AsReply returns err as a ReplyError if it is one. (errors.As with a
+// variable of the caller's would put it on the heap on every call, error or
+// not: once per miss.)
+func AsReply(err error) (ReplyError, bool) {
+	if err == nil {
+		return "", false
+	}
+	var reply ReplyError
+	ok := errors.As(err, &reply)
+	return reply, ok
+}
+
 // UnavailableError means Redis could not be reached or the connection failed.
 type UnavailableError struct{ Err error }
 

@@ -22,7 +22,8 @@ const flightShards = 64
 type flight struct {
 	key     string
 	token   uint64 // the key's version when the GET was sent (Config.Versions)
-	waiters []waiter
+	first   waiter   // the fetch that started the flight (inline: no slice for the usual one)
+	waiters []waiter // fetches that joined it
 }
 
 // waiter is a fetch waiting for a flight: done(i, result). (A pair rather
@@ -61,7 +62,7 @@ func (c *Client) join(key string, w waiter, canStart func() bool) (*flight, join
 	if !canStart() {
 		return nil, refused
 	}
-	f := &flight{key: key, waiters: []waiter{w}}
+	f := &flight{key: key, first: w}
 	if c.versions != nil {
 		f.token = c.versions.Version(key)
 	}
@@ -81,6 +82,7 @@ func (c *Client) land(f *flight, r Result) {
 	}
 	waiters := f.waiters
 	sh.mu.Unlock()
+	f.first.done(f.first.i, r)
 	for _, w := range waiters {
 		w.done(w.i, r)
 	}

@@ -17,7 +17,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -542,11 +541,11 @@ func (s *Server) sendMisses(lp *loop) {
 // key has changed since (a newer fetch may have cached its new value).
 func CacheFill(cache *lru.Cache) func(string, uint64, backend.Result) {
 	return func(key string, version uint64, r backend.Result) {
-		var reply backend.ReplyError
+		_, isReply := backend.AsReply(r.Err)
 		switch {
 		case r.Found:
 			cache.SetIfVersion(key, r.Value, r.TTL, version)
-		case (r.Err == nil || errors.As(r.Err, &reply)) && !cache.Changed(key, version):
+		case (r.Err == nil || isReply) && !cache.Changed(key, version):
 			cache.Remove(key)
 		}
 	}
@@ -638,8 +637,7 @@ func (s *Server) drainInbox(lp *loop) {
 // cache still has one within --stale-if-error. An error reply from Redis
 // (WRONGTYPE) is an answer, not a failure, and stands.
 func (s *Server) orStale(key string, r backend.Result) backend.Result {
-	var reply backend.ReplyError
-	if r.Err == nil || errors.As(r.Err, &reply) {
+	if _, isReply := backend.AsReply(r.Err); r.Err == nil || isReply {
 		return r
 	}
 	s.cache.GetStale([]byte(key), func(v []byte) {

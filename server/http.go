@@ -58,13 +58,13 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 
 // appendHTTPResult encodes a fetch result as an HTTP answer.
 func appendHTTPResult(dst []byte, o *proto.ResponseOptions, r backend.Result) []byte {
-	var reply backend.ReplyError
+	reply, isReply := backend.AsReply(r.Err)
 	switch {
 	case r.Found:
 		return proto.AppendValue(dst, o, r.Value)
 	case r.Err == nil:
 		return proto.AppendStatus(dst, o, 404, "key not found")
-	case errors.As(r.Err, &reply):
+	case isReply:
 		return proto.AppendStatus(dst, o, 502, "backend error: "+string(reply))
 	case errors.Is(r.Err, backend.ErrTimeout):
 		return proto.AppendStatus(dst, o, 504, "backend timeout")

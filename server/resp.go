@@ -198,11 +198,11 @@ func (s *Server) addPart(sl *slot, i int, part []byte) {
 // fillMGET records one fetched part. As Redis's MGET does, a key holding a
 // non-string (WRONGTYPE) reads as nil; a failed fetch fails the whole answer.
 func (s *Server) fillMGET(sl *slot, part int, r backend.Result) {
-	var reply backend.ReplyError
+	_, isReply := backend.AsReply(r.Err)
 	switch {
 	case r.Found:
 		s.addPart(sl, part, proto.AppendBulk(nil, r.Value))
-	case r.Err == nil || errors.As(r.Err, &reply):
+	case r.Err == nil || isReply:
 		s.addPart(sl, part, proto.AppendNull(nil, sl.resp3))
 	case sl.failure == nil:
 		sl.failure = r.Err
@@ -232,13 +232,13 @@ func finishMGET(sl *slot) {
 
 // appendRESPResult encodes a GET's fetch result.
 func appendRESPResult(dst []byte, r backend.Result, resp3 bool) []byte {
-	var reply backend.ReplyError
+	reply, isReply := backend.AsReply(r.Err)
 	switch {
 	case r.Found:
 		return proto.AppendBulk(dst, r.Value)
 	case r.Err == nil:
 		return proto.AppendNull(dst, resp3)
-	case errors.As(r.Err, &reply):
+	case isReply:
 		return proto.AppendError(dst, string(reply))
 	case errors.Is(r.Err, backend.ErrTimeout):
 		return proto.AppendError(dst, "ERR backend timeout")
