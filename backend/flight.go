@@ -21,7 +21,7 @@ const flightShards = 64
 
 type flight struct {
 	key     string
-	token   uint64 // the key's version when the GET was sent (Config.Versions)
+	token   uint64   // the key's version when the GET was sent (Config.Versions)
 	first   waiter   // the fetch that started the flight (inline: no slice for the usual one)
 	waiters []waiter // fetches that joined it
 }
