@@ -85,9 +85,19 @@ func (p *proxy) fds() int {
 func TestRefusedConnectionsAreClosed(t *testing.T) {
 	redis := redistest.Start(t)
 	p := startProxy(t, redis.Addr, "--max-clients", "2")
-	a, b := dialRESP(t, p.addr), dialRESP(t, p.addr)
-	a.do("PING")
-	b.do("PING")
+	// The start-up probes' connections may not be closed on the proxy's
+	// side yet: dial the two clients until both are admitted.
+	var a *respConn
+	eventually(t, "two clients admitted", func() string {
+		a = dialRESP(t, p.addr)
+		b := dialRESP(t, p.addr)
+		if got := show(a.do("PING")) + " " + show(b.do("PING")); got != "PONG PONG" {
+			a.c.Close()
+			b.c.Close()
+			return got
+		}
+		return ""
+	})
 	base := p.fds()
 
 	var silent []net.Conn
