@@ -141,6 +141,8 @@ type Client struct {
 	queueLen int64
 	flights  [flightShards]flightShard
 	workers  sync.WaitGroup
+	closeMu  sync.RWMutex // guards closed, and sends on jobs from workers
+	closed   bool         // jobs is closed
 
 	fetches   atomic.Uint64
 	errors    atomic.Uint64
@@ -252,7 +254,10 @@ func (c *Client) Stats() Stats {
 // Close finishes the queued fetches, stops the workers and the tracker, and
 // closes the connections. No Fetch may be called after Close.
 func (c *Client) Close() {
+	c.closeMu.Lock()
+	c.closed = true
 	close(c.jobs)
+	c.closeMu.Unlock()
 	c.workers.Wait()
 	if c.tracker != nil {
 		c.tracker.stop()
@@ -309,10 +314,38 @@ func (c *Client) work() {
 				break gather
 			}
 		}
+		if carry.flights != nil && c.putBack(carry) {
+			carry = job{} // another worker, idle or free sooner, sends it
+		}
 		results := c.get(flights, deadlines)
 		for i, f := range flights {
 			c.land(f, results[i])
 		}
+	}
+}
+
+// putBack returns a job a worker took but could not add to its batch to the
+// queue, for a worker that is idle now, or done sooner, to send; rather than
+// this one sending it only after its own round trip. It reports whether the
+// queue had room.
+func (c *Client) putBack(j job) bool {
+	c.closeMu.RLock()
+	defer c.closeMu.RUnlock()
+	if c.closed {
+		return false
+	}
+	// Reserve its place first, as FetchMany does, so that FetchMany's own
+	// sends, which must never block an event loop, always find room.
+	if c.queued.Add(1) > c.queueLen {
+		c.queued.Add(-1)
+		return false
+	}
+	select {
+	case c.jobs <- j:
+		return true
+	default:
+		c.queued.Add(-1)
+		return false
 	}
 }
 

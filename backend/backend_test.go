@@ -423,6 +423,31 @@ func TestFetchManyIsCutIntoJobs(t *testing.T) {
 	}
 }
 
+// A job a worker takes but cannot add to its pipeline goes back to the queue
+// for the next free worker, instead of waiting behind this worker's round
+// trip (under load, that made it late).
+func TestUnmergeableJobGoesBack(t *testing.T) {
+	redis := redistest.Start(t)
+	c := newConnected(t, Config{Addr: redis.Addr, Timeout: 5 * time.Second, MaxParallel: 2, QueueLen: 4})
+	redis.Pause()
+	defer redis.Resume()
+	var wg sync.WaitGroup
+	wg.Add(1 + 2*maxBatch)
+	c.Fetch("a", func(Result) { wg.Done() })
+	awaitSent(t, c, 1) // one worker hangs on a
+	keys := make([]string, 2*maxBatch)
+	for i := range keys {
+		keys[i] = fmt.Sprint("key", i)
+	}
+	c.FetchMany(keys, func(int, Result) { wg.Done() }) // two jobs: too many GETs for one pipeline
+	awaitSent(t, c, 1+maxBatch)                        // the other worker sends the first
+	if q := c.Stats().Queued; q != 1 {
+		t.Fatalf("%d jobs in the queue while both workers are busy, want the second job there", q)
+	}
+	redis.Resume()
+	wg.Wait()
+}
+
 // The tracker hears every write (BCAST), tells FLUSHALL apart from a dropped
 // connection, and resyncs (flushes) once tracking is back after a drop.
 //
