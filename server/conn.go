@@ -195,10 +195,19 @@ func (cn *conn) stalled() bool {
 // full reports whether enough answers wait on cn to stop parsing its input.
 func (cn *conn) full() bool { return cn.queued() >= maxQueued || cn.queuedBytes >= maxQueuedBytes }
 
-// drained reports whether a connection paused by full has room enough again
-// to resume: half the queue, so that each resume parses a good batch.
-func (cn *conn) drained() bool {
-	return cn.queued() <= maxQueued/2 && cn.queuedBytes <= maxQueuedBytes/2
+// resumable reports whether a connection whose parsing paused on a full
+// queue has room enough again: half the queue, so that each resume parses a
+// good batch.
+func (cn *conn) resumable() bool {
+	return cn.paused && !cn.stalled() && cn.queued() <= maxQueued/2 && cn.queuedBytes <= maxQueuedBytes/2
+}
+
+// accountTail accounts for the slot at the FIFO's tail, if any: the one the
+// last request may have queued its answer in.
+func (cn *conn) accountTail() {
+	if q := len(cn.queue); q > cn.head {
+		cn.account(cn.queue[q-1])
+	}
 }
 
 // process answers every complete request buffered on cn, as far as its
@@ -206,8 +215,7 @@ func (cn *conn) drained() bool {
 // loop.
 func (s *Server) process(cn *conn) bool {
 	for {
-		closeNow := s.processOnce(cn)
-		if closeNow || !cn.paused || cn.stalled() || !cn.drained() {
+		if closeNow := s.processOnce(cn); closeNow || !cn.resumable() {
 			return closeNow
 		}
 		// The queue filled up, but with answers all ready at once (no fetch
@@ -247,13 +255,11 @@ func (s *Server) processOnce(cn *conn) bool {
 			return false
 		}
 		if cn.rejected {
-			cn.lp.out = s.appendRefusal(cn.lp.out, cn)
-			cn.closing = true
-			_, _ = c.Discard(-1)
-			return s.flush(cn)
+			return s.refuse(cn)
 		}
 	}
 	window := firstWindow
+parse:
 	for !cn.stalled() {
 		if cn.held != nil {
 			buffered = 0 // serveHeld takes it all
@@ -288,8 +294,7 @@ func (s *Server) processOnce(cn *conn) bool {
 		case cn.proto == proto.RESP && len(buf)-used >= bigAt:
 			cn.held = newHeldInput() // large and incomplete: collect it apart
 		default:
-			cn.paused = cn.full()
-			return s.flush(cn) // wait for the rest of the request
+			break parse // wait for the rest of the request
 		}
 	}
 	cn.paused = cn.full()
@@ -324,9 +329,7 @@ func (s *Server) serve(cn *conn, buf []byte) int {
 			break
 		}
 		used += n
-		if q := len(cn.queue); q > cn.head {
-			cn.account(cn.queue[q-1]) // the request may have queued its answer
-		}
+		cn.accountTail()
 		if len(cn.lp.out) >= flushAt {
 			s.writeOut(cn)
 		}
@@ -346,9 +349,7 @@ func (s *Server) refuseInput(cn *conn) {
 	} else {
 		*dst = proto.AppendError(*dst, "ERR Protocol error: request or unanswered pipeline over 64 MiB")
 	}
-	if q := len(cn.queue); q > cn.head {
-		cn.account(cn.queue[q-1])
-	}
+	cn.accountTail()
 	cn.closing = true
 	cn.dropHeld()
 	_, _ = cn.c.Discard(-1)
@@ -422,12 +423,18 @@ func (s *Server) watch(cn *conn) {
 	lp := cn.lp
 	lp.watched = append(lp.watched, cn)
 	lp.watchEvery = watchInterval
-	if !lp.watchArmed {
-		lp.watchArmed = true
-		time.AfterFunc(lp.watchEvery, func() {
-			_ = lp.el.Execute(context.Background(), lp.watchCheck) // fails only when shutting down
-		})
+	armWatch(lp)
+}
+
+// armWatch schedules the next check of lp's watch list, unless one is.
+func armWatch(lp *loop) {
+	if lp.watchArmed {
+		return
 	}
+	lp.watchArmed = true
+	time.AfterFunc(lp.watchEvery, func() {
+		_ = lp.el.Execute(context.Background(), lp.watchCheck) // fails only when shutting down
+	})
 }
 
 // checkWatched looks at every watched connection of lp once; it runs on lp.
@@ -450,10 +457,7 @@ func (s *Server) checkWatched(lp *loop) {
 	if !progress {
 		lp.watchEvery = min(2*lp.watchEvery, maxWatchInterval)
 	}
-	lp.watchArmed = true
-	time.AfterFunc(lp.watchEvery, func() {
-		_ = lp.el.Execute(context.Background(), lp.watchCheck)
-	})
+	armWatch(lp)
 }
 
 // checkOutput acts on how much of cn's output its client has read, keeps cn
@@ -668,7 +672,7 @@ func (s *Server) answer(cn *conn) {
 		return
 	}
 	closeNow := s.flush(cn)
-	if !closeNow && cn.paused && !cn.stalled() && cn.drained() {
+	if !closeNow && cn.resumable() {
 		closeNow = s.process(cn)
 	}
 	if closeNow {

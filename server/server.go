@@ -181,7 +181,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 // finishConns has every connection of lp answer the requests it has
 // received and close, parsing nothing that arrives later; it runs on lp.
 func (s *Server) finishConns(lp *loop) {
-	conns := append(lp.idle[:0], lp.conns...) // closing one takes it off lp.conns
+	conns := append(lp.picked[:0], lp.conns...) // closing one takes it off lp.conns
 	for _, cn := range conns {
 		if cn.closed {
 			continue
@@ -197,7 +197,7 @@ func (s *Server) finishConns(lp *loop) {
 		}
 	}
 	clear(conns)
-	lp.idle = conns[:0]
+	lp.picked = conns[:0]
 }
 
 // closeIdle closes lp's clients that have sent nothing for IdleTimeout and
@@ -208,7 +208,7 @@ func (s *Server) closeIdle(lp *loop) {
 		limit = 1
 	}
 	now := s.clock.Load()
-	idle := lp.idle[:0]
+	idle := lp.picked[:0]
 	for _, cn := range lp.conns {
 		// A client still reading its answers is not idle (Redis counts its
 		// writes to a client as interaction too); one that reads nothing is.
@@ -225,7 +225,7 @@ func (s *Server) closeIdle(lp *loop) {
 		}
 	}
 	clear(idle)
-	lp.idle = idle[:0]
+	lp.picked = idle[:0]
 }
 
 func (s *Server) updateDate() {
@@ -341,7 +341,7 @@ type loop struct {
 	sendMisses gnet.Runnable // runs Server.sendMisses on this loop
 
 	conns      []*conn       // every open connection of this loop (idle checks)
-	idle       []*conn       // closeIdle's scratch
+	picked     []*conn       // closeIdle's and finishConns's scratch: the connections they close
 	idleCheck  gnet.Runnable // runs Server.closeIdle on this loop
 	drainConns gnet.Runnable // runs Server.finishConns on this loop
 
@@ -421,17 +421,22 @@ func allowedCPUs() []int {
 func (s *Server) closeIfSilent(cn *conn) {
 	time.AfterFunc(refuseWait, func() {
 		_ = cn.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			if !cn.closed && !cn.closing {
-				cn.lp.out = s.appendRefusal(cn.lp.out, cn)
-				cn.closing = true
-				_, _ = cn.c.Discard(-1)
-				if s.flush(cn) {
-					_ = cn.lp.el.Close(cn.c)
-				}
+			if !cn.closed && !cn.closing && s.refuse(cn) {
+				_ = cn.lp.el.Close(cn.c)
 			}
 			return nil
 		}))
 	})
+}
+
+// refuse answers a connection refused for --max-clients, in its protocol
+// (RESP while it is unknown), drops its input, and reports whether it is to
+// be closed now (else it closes once its client has read the answer).
+func (s *Server) refuse(cn *conn) bool {
+	cn.lp.out = s.appendRefusal(cn.lp.out, cn)
+	cn.closing = true
+	_, _ = cn.c.Discard(-1)
+	return s.flush(cn)
 }
 
 // gnetLogger sends gnet's own log lines to slog, below our level of detail.
