@@ -136,6 +136,9 @@ func main() {
 		}
 	}
 
+	// Event loops: 1..N, sharing the CPUs and on CPUs of their own.
+	rep.loops = loopsSweep(lb, redis, s)
+
 	// Coherence: staleness after a write, and the hit path under a write mix.
 	rep.staleness = staleness(redis, hit, s.writes)
 	progress("coherence: %s", rep.staleness)

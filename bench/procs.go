@@ -92,6 +92,18 @@ func (lb *lab) start(name, addr string, argv ...string) *target {
 	}
 }
 
+// stop kills t and forgets it.
+func (lb *lab) stop(t *target) {
+	_ = t.cmd.Process.Kill()
+	_ = t.cmd.Wait()
+	for i, u := range lb.targets {
+		if u == t {
+			lb.targets = append(lb.targets[:i], lb.targets[i+1:]...)
+			break
+		}
+	}
+}
+
 func (lb *lab) stopAll() {
 	for _, t := range lb.targets {
 		_ = t.cmd.Process.Kill()

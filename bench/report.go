@@ -43,6 +43,7 @@ type report struct {
 	staleness         string
 	writeMix          []writeMixRow
 	ttlCost           []ttlCostRow
+	loops             []loopsRow
 	proxyFlags        map[string]string
 }
 
@@ -101,8 +102,8 @@ func (rep *report) markdown(svgRel string) string {
 	)
 	w("## Side by side: `make bench` (%s)\n\n", rep.started.UTC().Format("2006-01-02 15:04 UTC"))
 	w("Machine: %s, %d CPUs; Go %s. Versions: %s.\n", cpuModel(), runtime.NumCPU(), runtime.Version(), versions())
-	w("redis-proxy runs with its defaults (one event loop per CPU, each pinned to its CPU) plus: hits `%s`, misses `%s` (nothing is cached, so every GET goes to Redis).\n",
-		rep.proxyFlags[hits], rep.proxyFlags[miss])
+	w("redis-proxy runs with its defaults (%d event loop(s), half the CPUs, each pinned to its own CPU) plus: hits `%s`, misses `%s` (nothing is cached, so every GET goes to Redis).\n",
+		max(1, runtime.NumCPU()/2), rep.proxyFlags[hits], rep.proxyFlags[miss])
 	w("Every configuration ran %d time(s); the median is shown, and ratios are to the other target measured in the same run. "+
 		"Everything, load generators included, shares the same %d CPUs. %d keys of %d bytes. Took %v.\n\n",
 		rep.runs, runtime.NumCPU(), keys, valueSize, rep.finished.Sub(rep.started).Round(time.Second))
@@ -174,6 +175,8 @@ func (rep *report) markdown(svgRel string) string {
 		t, tok := find(rep.sweep, twem, 1, c)
 		w("| %d | %s | %s | %s | %s |\n", c, cell(d, dok), cell(h, hok), cell(t, tok), ratio(h, hok, d, dok))
 	}
+
+	rep.loopsMarkdown(w)
 
 	w("\n### Coherence (invalidation)\n\nStaleness: %s: from the SET's reply in Redis to the first GET through the proxy that returns the new value, reads polling.\n\n", rep.staleness)
 	if len(rep.writeMix) > 0 {

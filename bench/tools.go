@@ -47,8 +47,14 @@ func redisBenchmarkArgs(t *target, keys, clients, pipeline, requests int) []stri
 // The server CPU per request is what t and its backend used over the run
 // (from /proc), divided by the requests.
 func redisBenchmark(t *target, keys, clients, pipeline, requests int) result {
+	return redisBenchmarkWith(nil, t, keys, clients, pipeline, requests)
+}
+
+// redisBenchmarkWith is redisBenchmark with redis-benchmark's command line
+// prefixed (by taskset, say).
+func redisBenchmarkWith(prefix []string, t *target, keys, clients, pipeline, requests int) result {
 	before := t.cpuTicks()
-	out, err := run(3*time.Minute, redisBenchmarkArgs(t, keys, clients, pipeline, requests)...)
+	out, err := run(3*time.Minute, append(prefix, redisBenchmarkArgs(t, keys, clients, pipeline, requests)...)...)
 	if err != nil {
 		return result{err: fmt.Sprintf("%v: %s", err, lastLine(out))}
 	}

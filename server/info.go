@@ -49,6 +49,7 @@ func (s *Server) info() string {
 	field("proxy_version", Version)
 	field("process_id", os.Getpid())
 	field("tcp_listen", s.cfg.Listen)
+	field("event_loops", s.cfg.Loops)
 	field("uptime_in_seconds", int(time.Since(s.started).Seconds()))
 	b.WriteString("\r\n")
 	status := "up"

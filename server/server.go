@@ -43,7 +43,7 @@ import (
 // Config is the front end's part of the proxy configuration.
 type Config struct {
 	Listen     string // host:port for HTTP and RESP
-	Loops      int    // event loops; 0 means one per CPU
+	Loops      int    // event loops; 0 means DefaultLoops()
 	MaxClients int    // open client connections allowed at once
 	PinCPUs    bool   // pin each loop's thread to its own CPU
 	// IdleTimeout closes a client that has sent nothing for this long and
@@ -96,6 +96,9 @@ func New(cfg Config, cache *lru.Cache, be *backend.Client) *Server {
 		booted:  make(chan struct{}),
 		loops:   make(map[gnet.EventLoop]*loop),
 	}
+	if s.cfg.Loops <= 0 {
+		s.cfg.Loops = DefaultLoops()
+	}
 	if cfg.PinCPUs {
 		s.cpus = allowedCPUs()
 	}
@@ -103,16 +106,29 @@ func New(cfg Config, cache *lru.Cache, be *backend.Client) *Server {
 	return s
 }
 
+// DefaultLoops is the number of event loops started when none is asked for:
+// half the CPUs the Go runtime may use (GOMAXPROCS, which follows the
+// affinity mask and, since Go 1.25, a cgroup CPU limit), at least one.
+//
+// Why half: a loop pinned to a CPU is only fast while that CPU is its own.
+// The rest of a request's work runs elsewhere: the kernel's network stack
+// (on loopback, in the sending thread), the miss path's goroutines (backend
+// workers, rueidis's writer and reader), the GC's workers, and usually Redis
+// or the clients themselves. On a 2-CPU box one loop gave 1.4× the
+// throughput of two at -P 1 and 1.2× at -P 16, at a third less CPU per
+// request (BENCHMARKS.md, "Event loops"); a loop per CPU made every loop
+// share its CPU with that work. Where the proxy has the machine to itself
+// and the clients are remote, --loops can give it more.
+func DefaultLoops() int {
+	return max(1, runtime.GOMAXPROCS(0)/2)
+}
+
 // Serve listens on cfg.Listen and serves until Shutdown. It returns at once
 // with an error if the address cannot be listened on.
 func (s *Server) Serve() error {
-	loops := s.cfg.Loops
-	if loops <= 0 {
-		loops = runtime.NumCPU()
-	}
 	err := gnet.Run(s, "tcp://"+s.cfg.Listen,
 		gnet.WithMulticore(true),
-		gnet.WithNumEventLoop(loops),
+		gnet.WithNumEventLoop(s.cfg.Loops),
 		gnet.WithLockOSThread(true),
 		gnet.WithReuseAddr(true), // restart over TIME_WAIT sockets; SO_REUSEPORT stays off so a second proxy fails "in use"
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),

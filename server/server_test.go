@@ -130,7 +130,7 @@ func newTestServer(t testing.TB, be *backend.Client) (*Server, *fakeLoop) {
 }
 
 func newTestServerWith(t testing.TB, cache *lru.Cache, be *backend.Client) (*Server, *fakeLoop) {
-	s := New(Config{Listen: "127.0.0.1:0", MaxClients: 10, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, cache, be)
+	s := New(Config{Listen: "127.0.0.1:0", MaxClients: 10, Loops: 2, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, cache, be)
 	return s, &fakeLoop{tasks: make(chan gnet.Runnable, 4096), srv: s}
 }
 

@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -92,6 +94,20 @@ func TestFlagOverridesEnv(t *testing.T) {
 	})
 	if got := respGet(dialRESP(t, addr), "k"); got != "v" {
 		t.Fatalf("GET through REDIS_PROXY_REDIS: %q", got)
+	}
+}
+
+// Without --loops the proxy starts half as many event loops as it has CPUs
+// (GOMAXPROCS, which it inherits from this test), at least one, and INFO
+// says how many.
+func TestDefaultLoops(t *testing.T) {
+	redis := redistest.Start(t)
+	want := strconv.Itoa(max(1, runtime.GOMAXPROCS(0)/2))
+	if got := proxyInfo(t, startProxy(t, redis.Addr, "--loops", "0").addr, "event_loops"); got != want {
+		t.Errorf("default event_loops %s, want %s", got, want)
+	}
+	if got := proxyInfo(t, startProxy(t, redis.Addr, "--loops", "3").addr, "event_loops"); got != "3" {
+		t.Errorf("--loops 3: event_loops %s", got)
 	}
 }
 

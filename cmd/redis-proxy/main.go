@@ -76,7 +76,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	durationFlag(fs, &c.ttl, "ttl", 10*time.Second, 1, "how long an entry is served after it was fetched")
 	intFlag(fs, &c.maxClients, "max-clients", 10000, 1, maxClients, "open client connections allowed at once")
 	intFlag(fs, &c.maxParallel, "max-parallel", 256, 1, maxParallel, "backend fetches in flight at once (more are queued)")
-	intFlag(fs, &c.loops, "loops", 0, 0, maxLoops, "event loops (0 = one per CPU)")
+	intFlag(fs, &c.loops, "loops", 0, 0, maxLoops, "event loops (0 = half the CPUs, at least 1)")
 	durationFlag(fs, &c.backendTimeout, "backend-timeout", time.Second, 1, "longest wait for Redis on a miss (then 504 / -ERR backend timeout)")
 	durationFlag(fs, &c.staleIfError, "stale-if-error", 0, 0, "when Redis fails, serve an entry expired less than this ago (0 = off)")
 	fs.BoolVar(&c.invalidation, "invalidation", true, "drop keys Redis says changed (CLIENT TRACKING BCAST); false: TTL only")
