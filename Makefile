@@ -6,7 +6,7 @@ VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/redis-proxy/redis-proxy/server.Version=$(VERSION)
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: help build run test lint deps fuzz microbench gcbench bench bench-quick clean
+.PHONY: help build run test lint deps fuzz microbench gcbench membench bench bench-quick clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -18,13 +18,13 @@ run: build ## start redis-server on 6379 if none answers, then the proxy on 6380
 	@scripts/run.sh $(ARGS)
 
 # Unit tests and the system tests run under the race detector; then the
-# tests that -race would distort (allocation sizes: TestMemoryOverhead, built
-# !race) run without it; the system tests then run once more against a
-# race-enabled build of the binary, which exits (code 66) at the first data
-# race in the proxy itself.
+# tests that -race would distort (memory sizes: TestMemoryOverhead and
+# TestClearGivesMemoryBack, built !race) run without it; the system tests
+# then run once more against a race-enabled build of the binary, which exits
+# (code 66) at the first data race in the proxy itself.
 test: lint build ## lint, then every test: unit, fuzz seeds, system tests against real redis-server, -race
 	$(GO) test -race -count=1 ./...
-	$(GO) test -count=1 -run 'TestMemoryOverhead' ./lru/
+	$(GO) test -count=1 -run 'TestMemoryOverhead|TestClearGivesMemoryBack' ./lru/
 	$(GO) build -race -o bin/redis-proxy-race ./cmd/redis-proxy
 	REDIS_PROXY_BIN=$(CURDIR)/bin/redis-proxy-race GORACE=halt_on_error=1 $(GO) test -count=1 ./systemtest/
 
@@ -51,6 +51,9 @@ microbench: ## hot-path benchmarks with allocation counts
 
 gcbench: ## GC cost with 1M and 5M cached keys, this cache vs map+list (about a minute)
 	$(GO) test -run '^$$' -bench BenchmarkGC -benchtime 5x ./lru/
+
+membench: build ## RSS per cached key, the proxy and redis-server with the same 500k keys, then 60 s of churn; rewrites its BENCHMARKS.md section (about 2 min)
+	$(GO) run ./bench -mem
 
 bench: build ## side-by-side benchmarks (redis-server, twemproxy, webdis, the proxy); rewrites BENCHMARKS.md (under 20 min)
 	$(GO) build -o bin/ceiling ./bench/ceiling

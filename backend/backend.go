@@ -87,6 +87,7 @@ type Result struct {
 var (
 	ErrTimeout    = errors.New("backend timeout")
 	ErrOverloaded = errors.New("too many backend fetches waiting")
+	ErrClosed     = errors.New("backend closed")
 )
 
 // ReplyError is an error reply from Redis (such as WRONGTYPE), passed through
@@ -136,13 +137,11 @@ type Client struct {
 	versions Versions
 	onResult func(string, uint64, Result)
 	tracker  *tracker
-	jobs     chan job
+	jobs     *jobQueue
 	queued   atomic.Int64 // jobs reserved in the queue
 	queueLen int64
 	flights  [flightShards]flightShard
 	workers  sync.WaitGroup
-	closeMu  sync.RWMutex // guards closed, and sends on jobs from workers
-	closed   bool         // jobs is closed
 
 	fetches   atomic.Uint64
 	errors    atomic.Uint64
@@ -167,7 +166,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{rc: rc, timeout: cfg.Timeout, fetchTTL: cfg.FetchTTL, versions: cfg.Versions, onResult: cfg.OnResult,
-		jobs: make(chan job, cfg.QueueLen), queueLen: int64(cfg.QueueLen)}
+		jobs: newJobQueue(), queueLen: int64(cfg.QueueLen)}
 	for i := range c.flights {
 		c.flights[i].m = make(map[string]*flight)
 	}
@@ -226,14 +225,17 @@ func (c *Client) FetchMany(keys []string, done func(i int, r Result)) {
 		}
 		return reserved
 	}
-	var started []*flight
+	var started []*flight // the job being filled, sized for the keys left
 	for i, k := range keys {
 		f, outcome := c.join(k, waiter{done, i}, reserve)
 		switch outcome {
 		case startedFlight:
+			if started == nil {
+				started = make([]*flight, 0, min(len(keys)-i, maxBatch))
+			}
 			started = append(started, f)
 			if len(started) == maxBatch { // a full job goes; the next needs a place of its own
-				c.jobs <- job{started, deadline}
+				c.queue(job{started, deadline})
 				started, reserved = nil, false
 			}
 		case refused:
@@ -241,23 +243,31 @@ func (c *Client) FetchMany(keys []string, done func(i int, r Result)) {
 		}
 	}
 	if len(started) > 0 {
-		c.jobs <- job{started, deadline} // its place was reserved
+		c.queue(job{started, deadline}) // its place was reserved
+	}
+}
+
+// queue hands a job whose place is reserved to the workers. Once the client
+// is closed there are none: its fetches fail rather than wait for ever.
+func (c *Client) queue(j job) {
+	if !c.jobs.push(j) {
+		c.queued.Add(-1)
+		for _, f := range j.flights {
+			c.land(f, Result{Err: ErrClosed})
+		}
 	}
 }
 
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
 	return Stats{Fetches: c.fetches.Load(), Errors: c.errors.Load(), Coalesced: c.coalesced.Load(),
-		Queued: len(c.jobs), Down: c.down.Load()}
+		Queued: c.jobs.len(), Down: c.down.Load()}
 }
 
 // Close finishes the queued fetches, stops the workers and the tracker, and
-// closes the connections. No Fetch may be called after Close.
+// closes the connections. A Fetch after Close fails with ErrClosed.
 func (c *Client) Close() {
-	c.closeMu.Lock()
-	c.closed = true
-	close(c.jobs)
-	c.closeMu.Unlock()
+	c.jobs.close()
 	c.workers.Wait()
 	if c.tracker != nil {
 		c.tracker.stop()
@@ -268,6 +278,10 @@ func (c *Client) Close() {
 // maxBatch bounds the GETs of one job, and of one worker's pipeline: past
 // 2000 commands rueidis would take a dedicated connection for it.
 const maxBatch = 128
+
+// keptWorkerBatch is the largest batch a worker keeps room for between
+// batches.
+const keptWorkerBatch = 16
 
 // work sends the GETs of queued jobs, taking as many as are waiting (up to
 // maxBatch GETs) into one DoMulti, so that a backlog of misses goes to Redis
@@ -285,7 +299,7 @@ func (c *Client) work() {
 		j := carry
 		if j.flights == nil {
 			var ok bool
-			if j, ok = <-c.jobs; !ok {
+			if j, ok = c.jobs.pop(); !ok {
 				return
 			}
 			c.queued.Add(-1)
@@ -299,20 +313,16 @@ func (c *Client) work() {
 			for range j.flights {
 				deadlines = append(deadlines, j.deadline)
 			}
-			select {
-			case next, ok := <-c.jobs:
-				if !ok {
-					break gather // closing: send these; the next receive ends the worker
-				}
-				c.queued.Add(-1)
-				if len(flights)+len(next.flights) > maxBatch || next.deadline.Sub(first) > c.timeout/10 {
-					carry = next
-					break gather
-				}
-				j = next
-			default:
+			next, ok := c.jobs.tryPop()
+			if !ok {
 				break gather
 			}
+			c.queued.Add(-1)
+			if len(flights)+len(next.flights) > maxBatch || next.deadline.Sub(first) > c.timeout/10 {
+				carry = next
+				break gather
+			}
+			j = next
 		}
 		if carry.flights != nil && c.putBack(carry) {
 			carry = job{} // another worker, idle or free sooner, sends it
@@ -320,6 +330,13 @@ func (c *Client) work() {
 		results := c.get(flights, deadlines)
 		for i, f := range flights {
 			c.land(f, results[i])
+		}
+		// An idle worker must not keep the landed flights, and through
+		// their waiters their callers' batches, alive; nor, among
+		// hundreds of workers, the room of a large batch.
+		clear(flights)
+		if cap(flights) > keptWorkerBatch {
+			flights, deadlines = nil, nil
 		}
 	}
 }
@@ -329,24 +346,17 @@ func (c *Client) work() {
 // this one sending it only after its own round trip. It reports whether the
 // queue had room.
 func (c *Client) putBack(j job) bool {
-	c.closeMu.RLock()
-	defer c.closeMu.RUnlock()
-	if c.closed {
-		return false
-	}
-	// Reserve its place first, as FetchMany does, so that FetchMany's own
-	// sends, which must never block an event loop, always find room.
+	// Reserve its place, as FetchMany does, so that the queue stays within
+	// its bound.
 	if c.queued.Add(1) > c.queueLen {
 		c.queued.Add(-1)
 		return false
 	}
-	select {
-	case c.jobs <- j:
-		return true
-	default:
+	if !c.jobs.push(j) { // closing: this worker sends it
 		c.queued.Add(-1)
 		return false
 	}
+	return true
 }
 
 // get sends the GETs of a batch, together, and returns their results. A
@@ -354,7 +364,7 @@ func (c *Client) putBack(j job) bool {
 func (c *Client) get(flights []*flight, deadlines []time.Time) []Result {
 	results := make([]Result, len(flights))
 	now := time.Now()
-	var send []int // the flights still within their deadline
+	send := make([]int, 0, len(flights)) // the flights still within their deadline
 	var latest time.Time
 	for i, d := range deadlines {
 		if now.After(d) {

@@ -11,7 +11,7 @@
 // ratio to redis-server measured in the same run, since absolute numbers drift
 // on shared machines. Missing peers are skipped with a note, never faked.
 //
-// Usage: go run ./bench [-quick] [-out BENCHMARKS.md]   (make bench, make bench-quick)
+// Usage: go run ./bench [-quick] [-mem] [-out BENCHMARKS.md]   (make bench, make bench-quick, make membench)
 package main
 
 import (
@@ -41,6 +41,7 @@ type settings struct {
 
 var (
 	quick    = flag.Bool("quick", false, "one run of each configuration, smaller counts (under 2 minutes)")
+	memory   = flag.Bool("mem", false, "measure RSS per cached key (proxy and redis-server) instead")
 	out      = flag.String("out", "BENCHMARKS.md", "file whose generated section is rewritten")
 	proxyBin = flag.String("proxy", "bin/redis-proxy", "the redis-proxy binary")
 	ceilBin  = flag.String("ceiling", "bin/ceiling", "the bare gnet responder binary (go build ./bench/ceiling)")
@@ -67,6 +68,18 @@ func main() {
 		if _, err := exec.LookPath(tool); err != nil {
 			fatalf("%s not found (make deps; make build)", tool)
 		}
+	}
+	if *memory {
+		churnFor := 60 * time.Second
+		if *quick {
+			churnFor = 10 * time.Second
+		}
+		m := memBench(500_000, churnFor)
+		if err := writeSection(*out, memBegin, memEnd, m.markdown()); err != nil {
+			fatalf("%v", err)
+		}
+		fmt.Print(m.markdown())
+		return
 	}
 	dir, err := os.MkdirTemp("", "redis-proxy-bench-")
 	if err != nil {

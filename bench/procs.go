@@ -155,19 +155,31 @@ func pipe(addr string, n int, command func(i int) string) {
 		if _, err := c.Write([]byte(b.String())); err != nil {
 			fatalf("%v", err)
 		}
-		for i := start; i < end; i++ {
-			line, err := r.ReadString('\n')
-			if err != nil || line[0] == '-' {
-				fatalf("loading %s: %q %v", addr, line, err)
-			}
-			if line[0] == '$' {
-				size, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
-				if _, err := r.Discard(max(size, 0) + 2*boolInt(size >= 0)); err != nil {
-					fatalf("%v", err)
-				}
+		if err := readReplies(r, end-start); err != nil {
+			fatalf("loading %s: %v", addr, err)
+		}
+	}
+}
+
+// readReplies reads n replies, each one line or a bulk string; an error
+// reply is an error.
+func readReplies(r *bufio.Reader, n int) error {
+	for range n {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if line[0] == '-' {
+			return fmt.Errorf("%q", strings.TrimSpace(line))
+		}
+		if line[0] == '$' {
+			size, _ := strconv.Atoi(strings.TrimSpace(line[1:]))
+			if _, err := r.Discard(max(size, 0) + 2*boolInt(size >= 0)); err != nil {
+				return err
 			}
 		}
 	}
+	return nil
 }
 
 func boolInt(b bool) int {

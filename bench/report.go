@@ -231,7 +231,13 @@ func (rep *report) write(path, svgPath string) error {
 		return err
 	}
 	rel, _ := filepath.Rel(filepath.Dir(path), svgPath)
-	section := beginMarker + "\n" + rep.markdown(filepath.ToSlash(rel)) + endMarker
+	return writeSection(path, beginMarker, endMarker, rep.markdown(filepath.ToSlash(rel)))
+}
+
+// writeSection replaces what lies between the markers in path with body
+// (appending markers and body the first time).
+func writeSection(path, beginMarker, endMarker, body string) error {
+	section := beginMarker + "\n" + body + endMarker
 	old, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return err

@@ -12,7 +12,8 @@
 //
 // The GC sees one pointer per chunk and one per big record, never one per
 // entry: chunks are []byte, and everything else (locations, free lists) is
-// uint32s.
+// uint32s. Chunks are cut from mapped slabs outside the Go heap (offheap.go);
+// big records stay on the heap, one allocation each.
 //
 // Fragmentation is bounded two ways. Inside a slot, by the class spacing
 // (at most 1/8 of the slot, plus up to 7 bytes of 8-byte rounding). Across
@@ -25,7 +26,10 @@
 
 package lru
 
-import "math/bits"
+import (
+	"math/bits"
+	"unsafe"
+)
 
 const (
 	chunkSize = 16 << 10
@@ -68,9 +72,16 @@ func classOf(n int) uint8 {
 	return classOfUnits[(n+7)/8]
 }
 
+// slabChunks is how many chunks one mapping holds (1 MiB): chunks are
+// mapped in slabs so that a large cache needs few mappings (the kernel
+// limits them, vm.max_map_count), and a slab is resident only as far as its
+// chunks have been used.
+const slabChunks = 64
+
 type arena struct {
-	chunks  [][]byte
-	used    int // bytes of the last chunk handed out
+	chunks  [][]byte         // in slabs (offheap.go)
+	slabs   []unsafe.Pointer // the mappings the chunks are cut from
+	used    int              // bytes of the last chunk handed out
 	free    [][]uint32
 	big     [][]byte
 	bigFree []uint32
@@ -109,13 +120,31 @@ func (a *arena) alloc(n int) (loc uint32, class uint8, ok bool) {
 			return 0, 0, false
 		}
 		a.retireTail()
-		a.chunks = append(a.chunks, make([]byte, chunkSize))
+		a.chunks = append(a.chunks, a.newChunk())
 		a.bytes += chunkSize
 		a.used = 0
 	}
 	loc = uint32(len(a.chunks)-1)<<offBits | uint32(a.used/8)
 	a.used += size
 	return loc, class, true
+}
+
+// newChunk returns the next chunk of the current slab, mapping a slab when
+// the last one is used up.
+func (a *arena) newChunk() []byte {
+	k := len(a.chunks) % slabChunks
+	if k == 0 {
+		a.slabs = append(a.slabs, mapBytes(slabChunks*chunkSize))
+	}
+	return unsafe.Slice((*byte)(unsafe.Add(a.slabs[len(a.slabs)-1], k*chunkSize)), chunkSize)
+}
+
+// unmap gives every slab back; the arena must not be used afterwards.
+func (a *arena) unmap() {
+	for _, p := range a.slabs {
+		unmapBytes(p, slabChunks*chunkSize)
+	}
+	a.chunks, a.slabs = nil, nil
 }
 
 // retireTail cuts what is left of the last chunk into free slots of the

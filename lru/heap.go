@@ -21,9 +21,11 @@ func (s *shard) swap(a, b int) {
 }
 
 func (s *shard) heapPush(i uint32) {
-	s.entries[i].heapPos = uint32(len(s.heap))
-	s.heap = append(s.heap, i)
-	s.siftUp(len(s.heap) - 1)
+	n := len(s.heap)
+	s.entries[i].heapPos = uint32(n)
+	s.heap = growSlice(s.heap, s.capacity)[:n+1]
+	s.heap[n] = i
+	s.siftUp(n)
 }
 
 func (s *shard) heapRemove(pos int) {

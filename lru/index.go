@@ -105,10 +105,11 @@ func (s *shard) growIndex() {
 		return
 	}
 	old := s.slots
-	s.slots = make([]uint64, n)
+	s.slots = makeSlice[uint64](n)
 	for _, v := range old {
 		if v != 0 {
 			s.insertSlot(v)
 		}
 	}
+	freeSlice(old)
 }

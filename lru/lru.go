@@ -39,6 +39,7 @@ package lru
 
 import (
 	"math"
+	"runtime"
 	"sync"
 	"time"
 
@@ -132,6 +133,17 @@ func newCache(cfg Config, nshards int) *Cache {
 		}
 		c.shards[i].init(min(capacity, maxEntries-1), maxBytes, int64(cfg.StaleFor))
 	}
+	// A cache dropped without Clear gives its mapped memory back when the
+	// GC finds it unreachable (tests make many; the proxy makes one). Under
+	// the lock, and leaving valid empty shards: a call that was under way
+	// when the cache became unreachable may still be using its shard.
+	runtime.AddCleanup(c, func(shards []shard) {
+		for i := range shards {
+			shards[i].mu.Lock()
+			shards[i].reset()
+			shards[i].mu.Unlock()
+		}
+	}, c.shards)
 	interval := cfg.ReapInterval
 	if interval == 0 {
 		interval = min(max(cfg.TTL/10, 10*time.Millisecond), 250*time.Millisecond)

@@ -1,5 +1,5 @@
 // A shard: one lock and everything it guards. Entries live in one slice of
-// pointer-free structs; entry 0 is the sentinel of a circular, doubly linked
+// pointer-free structs (mapped outside the Go heap once large, offheap.go); entry 0 is the sentinel of a circular, doubly linked
 // LRU list threaded through the entries' prev/next indices (sentinel.next is
 // the most recently read entry, sentinel.prev the least). Freed entries are
 // chained through next from freeEntry and reused. An entry is at once in the
@@ -71,11 +71,16 @@ func (s *shard) init(capacity int, maxBytes, staleFor int64) {
 	s.reset()
 }
 
-// reset empties the shard, giving its memory back.
+// reset empties the shard, giving its memory back: what is mapped is
+// unmapped, and what it starts again with is small enough for the Go heap.
 func (s *shard) reset() {
-	s.entries = make([]entry, 1, min(16, s.capacity+1))
+	freeSlice(s.entries)
+	freeSlice(s.slots)
+	freeSlice(s.heap)
+	s.arena.unmap()
+	s.entries = makeSlice[entry](min(16, s.capacity+1))[:1]
 	s.freeEntry, s.live = 0, 0
-	s.slots = make([]uint64, min(64, s.maxSlots))
+	s.slots = makeSlice[uint64](min(64, s.maxSlots))
 	s.heap = nil
 	s.arena = newArena()
 	s.stats.bytes = 0
@@ -293,13 +298,11 @@ func (s *shard) newEntry() uint32 {
 		s.freeEntry = s.entries[i].next
 		return i
 	}
-	if len(s.entries) == cap(s.entries) {
-		grown := make([]entry, len(s.entries), min(2*cap(s.entries), s.capacity+1))
-		copy(grown, s.entries)
-		s.entries = grown
-	}
-	s.entries = append(s.entries, entry{})
-	return uint32(len(s.entries) - 1)
+	s.entries = growSlice(s.entries, s.capacity+1)
+	i := len(s.entries)
+	s.entries = s.entries[:i+1]
+	s.entries[i] = entry{}
+	return uint32(i)
 }
 
 func (s *shard) moveToFront(i uint32) {

@@ -18,6 +18,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -71,6 +72,9 @@ const (
 	maxWatchInterval = 100 * time.Millisecond
 	// maxKeptBuffer is the largest slot buffer kept for reuse.
 	maxKeptBuffer = 64 << 10
+	// maxKeptBatch is the most fetches of a batch whose slices are kept
+	// for reuse (a long pipeline's round can hold many more).
+	maxKeptBatch = 4096
 	// fetchCost is what a key waiting for Redis costs besides its own bytes
 	// (its copy, the flight, the job, the result and the delivery: about
 	// 360 bytes measured across server and backend). Keys in flight count
@@ -370,6 +374,15 @@ func (s *Server) flush(cn *conn) bool {
 			lp.out = append(lp.out, p...)
 		}
 		cn.recycle(sl)
+		if len(lp.out) >= maxKeptBuffer {
+			// Many answers ready at once (a long pipeline whose misses
+			// came back together) go out as they are gathered: the
+			// loop's buffer stays small instead of growing to hold them
+			// all, to be dropped afterwards.
+			if s.writeOut(cn); cn.closed {
+				return false
+			}
+		}
 	}
 	if cn.queued() == 0 {
 		cn.queue, cn.head = cn.queue[:0], 0
@@ -505,6 +518,9 @@ func (s *Server) fetch(cn *conn, sl *slot, key string, part int) {
 	s.pending.Add(1)
 	sl.inFlight += fetchCost + len(key)
 	lp := cn.lp
+	if lp.misses.sentBatch == nil {
+		lp.misses.sentBatch = s.batches.Get().(*sentBatch)
+	}
 	lp.misses.keys = append(lp.misses.keys, key)
 	lp.misses.dests = append(lp.misses.dests, delivery{cn: cn, sl: sl, part: part})
 	if !lp.misses.scheduled {
@@ -518,23 +534,42 @@ func (s *Server) fetch(cn *conn, sl *slot, key string, part int) {
 
 // missBatch is the fetches a loop has asked for and not yet handed over.
 type missBatch struct {
-	keys      []string
-	dests     []delivery // where each result goes (key and result filled in on return)
-	scheduled bool       // sendMisses is queued on the loop
+	*sentBatch
+	scheduled bool // sendMisses is queued on the loop
+}
+
+// sentBatch is a batch of fetches, from when its first miss is added until
+// the last of its results is posted; then its slices are reused (the
+// server's batches pool) rather than regrown for every batch.
+type sentBatch struct {
+	keys  []string
+	dests []delivery // where each result goes (key and result filled in on return)
+	left  atomic.Int64
+	done  func(int, backend.Result) // posts result i to its loop; made once per batch struct
 }
 
 // sendMisses hands lp's batch of fetches to the backend; it runs on lp.
 func (s *Server) sendMisses(lp *loop) {
-	keys, dests := lp.misses.keys, lp.misses.dests
-	lp.misses = missBatch{} // the callbacks keep these slices
-	if len(keys) == 0 {
+	b := lp.misses.sentBatch
+	lp.misses = missBatch{}
+	if b == nil {
 		return
 	}
-	s.backend.FetchMany(keys, func(i int, r backend.Result) {
-		d := dests[i]
-		d.key, d.r = keys[i], r
-		s.post(d)
-	})
+	b.left.Store(int64(len(b.keys)))
+	if b.done == nil {
+		b.done = func(i int, r backend.Result) {
+			d := b.dests[i]
+			d.key, d.r = b.keys[i], r
+			s.post(d)
+			if b.left.Add(-1) == 0 && cap(b.keys) <= maxKeptBatch {
+				clear(b.keys)
+				clear(b.dests)
+				b.keys, b.dests = b.keys[:0], b.dests[:0]
+				s.batches.Put(b)
+			}
+		}
+	}
+	s.backend.FetchMany(b.keys, b.done)
 }
 
 // CacheFill returns the backend hook that caches every value fetched (give

@@ -79,6 +79,8 @@ type Server struct {
 	date  atomic.Pointer[[]byte] // the HTTP Date header value, refreshed every second
 	clock atomic.Int64           // seconds since started, refreshed every second (idle checks)
 
+	batches sync.Pool // of *sentBatch, for the loops' misses
+
 	loopsMu sync.Mutex // protects loops and nextCPU
 	loops   map[gnet.EventLoop]*loop
 	cpus    []int // CPUs this process may run on, for pinning
@@ -96,6 +98,7 @@ func New(cfg Config, cache *lru.Cache, be *backend.Client) *Server {
 		booted:  make(chan struct{}),
 		loops:   make(map[gnet.EventLoop]*loop),
 	}
+	s.batches.New = func() any { return new(sentBatch) }
 	if s.cfg.Loops <= 0 {
 		s.cfg.Loops = DefaultLoops()
 	}
