@@ -210,7 +210,9 @@ func (c *Client) Fetch(key string, done func(Result)) {
 }
 
 // FetchMany gets keys as Fetch does, joining GETs under way and sending the
-// rest as one batch; done is called once per key, with its index.
+// rest as one batch; done is called once per key, with its index. Once done
+// has run for every index, FetchMany reads keys no more: the caller may
+// reuse the slice (even before FetchMany returns).
 func (c *Client) FetchMany(keys []string, done func(i int, r Result)) {
 	deadline := time.Now().Add(c.timeout)
 	reserved, overloaded := false, false

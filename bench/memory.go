@@ -115,7 +115,9 @@ func memBench(keys int, churnFor time.Duration) memReport {
 	pipe(proxy.addr, keys, getCommand)
 	time.Sleep(2 * time.Second) // what a scrape a moment later would see
 	rep.proxyRSS = rssBytes(proxy) - p0
-	rep.cached = int(infoField(proxy, "cached_keys"))
+	if rep.cached = int(infoField(proxy, "cached_keys")); rep.cached <= 0 {
+		fatalf("the proxy caches no keys (INFO cached_keys %d)", rep.cached)
+	}
 	progress("redis-proxy: caching %d keys grew RSS by %d MB", rep.cached, rep.proxyRSS>>20)
 
 	pipe(redis.addr, keys, func(i int) string { return setCommand(keys + i) })
@@ -140,7 +142,7 @@ func memBench(keys int, churnFor time.Duration) memReport {
 	}
 	wg.Wait()
 	rep.churnMisses = infoField(proxy, "keyspace_misses") - misses0
-	progress("churn: %d reads, %d misses; RSS %v MB", rep.churnReads, rep.churnMisses, mb(rep.churn))
+	progress("churn: %d reads, %d misses; RSS %v MiB", rep.churnReads, rep.churnMisses, mb(rep.churn))
 	rep.finished = time.Now()
 	return rep
 }
@@ -171,6 +173,7 @@ func churn(addr string, r *rand.Rand, n int, stop time.Time) int64 {
 	return reads
 }
 
+// mb is v in MiB.
 func mb(v []int64) []int64 {
 	out := make([]int64, len(v))
 	for i, x := range v {
@@ -196,6 +199,6 @@ func (m memReport) markdown() string {
 	w("| redis-server | %d | %.1f MB | %.0f B (used_memory: %.0f B) |\n", m.keys, float64(m.redisRSS)/1e6, perKey(m.redisRSS, m.keys), perKey(m.redisUsed, m.keys))
 	w("| redis-proxy | %d | %.1f MB | %.0f B |\n\n", m.cached, float64(m.proxyRSS)/1e6, perKey(m.proxyRSS, m.cached))
 	w("Churn: %v of GETs of random keys among %d (about half miss, and every miss evicts): %d reads, %d misses. "+
-		"The proxy's RSS, sampled every 5 s: %v MB.\n", m.churnFor, 2*m.keys, m.churnReads, m.churnMisses, mb(m.churn))
+		"The proxy's RSS, sampled every 5 s: %v MiB.\n", m.churnFor, 2*m.keys, m.churnReads, m.churnMisses, mb(m.churn))
 	return b.String()
 }

@@ -72,43 +72,72 @@ func classOf(n int) uint8 {
 	return classOfUnits[(n+7)/8]
 }
 
-// slabChunks is how many chunks one mapping holds (1 MiB): chunks are
-// mapped in slabs so that a large cache needs few mappings (the kernel
-// limits them, vm.max_map_count), and a slab is resident only as far as its
-// chunks have been used.
-const slabChunks = 64
+// Chunks are mapped in slabs (offheap.go) so that a large cache needs few
+// mappings (the kernel limits them, vm.max_map_count): a slab holds an eighth
+// as many chunks as the arena already has, from minSlabChunks (1 MiB) to
+// maxSlabChunks (64 MiB). A slab is resident only as far as its chunks have
+// been used.
+const (
+	minSlabChunks = 64
+	maxSlabChunks = 4096
+)
+
+// slab is one mapping of n chunks.
+type slab struct {
+	p unsafe.Pointer
+	n int
+}
 
 type arena struct {
-	chunks  [][]byte         // in slabs (offheap.go)
-	slabs   []unsafe.Pointer // the mappings the chunks are cut from
-	used    int              // bytes of the last chunk handed out
-	free    [][]uint32
-	big     [][]byte
-	bigFree []uint32
-	bytes   int64 // bytes held in chunks and big records
+	chunks   [][]byte // cut from slabs
+	slabs    []slab
+	slabLeft int // chunks of the last slab not yet handed out
+	used     int // bytes of the last chunk handed out
+	free     [][]uint32
+	big      []bigRecord
+	bigFree  []uint32
+	bytes    int64 // bytes held in chunks and big records
 }
 
 func newArena() arena {
 	return arena{free: make([][]uint32, len(classSizes))}
 }
 
-// alloc returns a location for a record of n bytes, and its class; ok is
-// false only when the shard has used all its chunk addresses (32 GiB).
+// bigRecord is a record over maxClass bytes: allocated on its own (key and
+// value together), or, when the cache was given the value to keep, the
+// value as given and a copy of the key. Either way never written again.
+type bigRecord struct {
+	key, value []byte
+}
+
+// addBig stores a big record and returns its location; keep adopts value
+// instead of copying it.
+func (a *arena) addBig(key, value []byte, keep bool) uint32 {
+	var r bigRecord
+	if keep {
+		r = bigRecord{append([]byte(nil), key...), value}
+	} else {
+		b := make([]byte, len(key)+len(value))
+		copy(b, key)
+		copy(b[len(key):], value)
+		r = bigRecord{b[:len(key):len(key)], b[len(key):]}
+	}
+	a.bytes += int64(len(key) + len(value))
+	if k := len(a.bigFree); k > 0 {
+		loc := a.bigFree[k-1]
+		a.bigFree = a.bigFree[:k-1]
+		a.big[loc] = r
+		return loc
+	}
+	a.big = append(a.big, r)
+	return uint32(len(a.big) - 1)
+}
+
+// alloc returns a location for a record of n bytes, at most maxClass, and
+// its class; ok is false only when the shard has used all its chunk
+// addresses (32 GiB).
 func (a *arena) alloc(n int) (loc uint32, class uint8, ok bool) {
 	class = classOf(n)
-	if class == bigClass {
-		b := make([]byte, n)
-		a.bytes += int64(n)
-		if k := len(a.bigFree); k > 0 {
-			loc = a.bigFree[k-1]
-			a.bigFree = a.bigFree[:k-1]
-			a.big[loc] = b
-		} else {
-			loc = uint32(len(a.big))
-			a.big = append(a.big, b)
-		}
-		return loc, class, true
-	}
 	if k := len(a.free[class]); k > 0 {
 		loc = a.free[class][k-1]
 		a.free[class] = a.free[class][:k-1]
@@ -132,19 +161,23 @@ func (a *arena) alloc(n int) (loc uint32, class uint8, ok bool) {
 // newChunk returns the next chunk of the current slab, mapping a slab when
 // the last one is used up.
 func (a *arena) newChunk() []byte {
-	k := len(a.chunks) % slabChunks
-	if k == 0 {
-		a.slabs = append(a.slabs, mapBytes(slabChunks*chunkSize))
+	if a.slabLeft == 0 {
+		n := min(max(len(a.chunks)/8, minSlabChunks), maxSlabChunks)
+		a.slabs = append(a.slabs, slab{mapBytes(n * chunkSize), n})
+		a.slabLeft = n
 	}
-	return unsafe.Slice((*byte)(unsafe.Add(a.slabs[len(a.slabs)-1], k*chunkSize)), chunkSize)
+	s := a.slabs[len(a.slabs)-1]
+	k := s.n - a.slabLeft
+	a.slabLeft--
+	return unsafe.Slice((*byte)(unsafe.Add(s.p, k*chunkSize)), chunkSize)
 }
 
 // unmap gives every slab back; the arena must not be used afterwards.
 func (a *arena) unmap() {
-	for _, p := range a.slabs {
-		unmapBytes(p, slabChunks*chunkSize)
+	for _, s := range a.slabs {
+		unmapBytes(s.p, s.n*chunkSize)
 	}
-	a.chunks, a.slabs = nil, nil
+	a.chunks, a.slabs, a.slabLeft = nil, nil, 0
 }
 
 // retireTail cuts what is left of the last chunk into free slots of the
@@ -169,19 +202,16 @@ func (a *arena) retireTail() {
 // release returns a record's slot to its class (or drops a big record).
 func (a *arena) release(loc uint32, class uint8) {
 	if class == bigClass {
-		a.bytes -= int64(len(a.big[loc]))
-		a.big[loc] = nil
+		a.bytes -= int64(len(a.big[loc].key) + len(a.big[loc].value))
+		a.big[loc] = bigRecord{}
 		a.bigFree = append(a.bigFree, loc)
 		return
 	}
 	a.free[class] = append(a.free[class], loc)
 }
 
-// record returns the n bytes at loc.
-func (a *arena) record(loc uint32, class uint8, n int) []byte {
-	if class == bigClass {
-		return a.big[loc][:n:n]
-	}
+// record returns the n bytes at loc, in a chunk (not a big record).
+func (a *arena) record(loc uint32, n int) []byte {
 	off := int(loc&(1<<offBits-1)) * 8
 	return a.chunks[loc>>offBits][off : off+n : off+n]
 }

@@ -70,8 +70,14 @@ type Config struct {
 	StaleFor time.Duration
 }
 
+// KeptValueMin is the size from which a value seen by Get or GetStale may be
+// kept after the call (see Get).
+const KeptValueMin = maxClass + 1
+
 // Cache is a sharded LRU cache with deadlines. It is safe for concurrent use.
-// Close stops its reaper.
+// Close stops its reaper. Its memory outside the Go heap goes back to the
+// kernel on Clear, or once the GC finds the cache unreachable, which a cache
+// whose reaper still runs never is: Close or Clear a cache before dropping it.
 type Cache struct {
 	shards []shard
 	shift  uint // a key's shard is its hash >> shift
@@ -191,7 +197,10 @@ func (c *Cache) shardOf(h uint64) *shard { return &c.shards[h>>c.shift] }
 // Get looks key up. On a hit it marks the entry most recently read, calls
 // visit with the value and returns true. The value is a view into the cache,
 // valid only until visit returns: visit runs under the shard lock, must copy
-// what it keeps, return quickly, and not call the cache.
+// what it keeps, return quickly, and not call the cache. The exception: a
+// value of at least KeptValueMin bytes has an allocation of its own that is
+// never written again (a new value gets a new one), so visit may keep the
+// slice itself, to read after the call.
 func (c *Cache) Get(key []byte, visit func(value []byte)) bool {
 	h := xxhash.Sum64(key)
 	return c.shardOf(h).get(key, h, c.clock(), visit)
@@ -211,7 +220,7 @@ func (c *Cache) GetStale(key []byte, visit func(value []byte)) bool {
 // not cached (and any older entry for the key is dropped).
 func (c *Cache) Set(key string, value []byte) {
 	h := xxhash.Sum64String(key)
-	c.shardOf(h).set(bytesOf(key), value, h, addSat(c.clock(), c.ttl), anyVersion)
+	c.shardOf(h).set(bytesOf(key), value, h, addSat(c.clock(), c.ttl), anyVersion, false)
 }
 
 // Version returns a token to take before fetching key's value: store the
@@ -231,14 +240,16 @@ func (c *Cache) Changed(key string, version uint64) bool {
 
 // SetIfVersion is Set, unless Changed(key, version); then it does nothing. A positive ttl
 // shorter than the cache's own makes the entry expire that much sooner (the
-// key's remaining lifetime in Redis).
+// key's remaining lifetime in Redis). Unlike Set, it keeps a value of at
+// least KeptValueMin bytes as given, without copying it: the caller must
+// never write it again (a fetched value, which nothing else writes).
 func (c *Cache) SetIfVersion(key string, value []byte, ttl time.Duration, version uint64) {
 	h := xxhash.Sum64String(key)
 	life := c.ttl
 	if ttl > 0 {
 		life = min(life, int64(ttl))
 	}
-	c.shardOf(h).set(bytesOf(key), value, h, addSat(c.clock(), life), version)
+	c.shardOf(h).set(bytesOf(key), value, h, addSat(c.clock(), life), version, true)
 }
 
 // Invalidate drops key's entry, if any, and reports whether there was one.

@@ -525,3 +525,37 @@ func TestEntrySize(t *testing.T) {
 		t.Fatalf("entry is %d bytes", n)
 	}
 }
+
+// A value of KeptValueMin bytes or more may be kept after Get returns: it is
+// never written again, whatever happens to its key. SetIfVersion keeps such a
+// value as given (the fill path: no copy of a large fetched value); Set
+// copies it, as it copies everything.
+func TestKeptValues(t *testing.T) {
+	c := New(Config{Capacity: 10, TTL: time.Minute, ReapInterval: -1})
+	big := bytes.Repeat([]byte("a"), KeptValueMin)
+	c.Set("k", big)
+	var kept []byte
+	c.Get([]byte("k"), func(v []byte) { kept = v })
+	if &kept[0] == &big[0] {
+		t.Fatal("Set kept the caller's value instead of a copy")
+	}
+	c.Set("k", bytes.Repeat([]byte("b"), KeptValueMin)) // same size, same class
+	c.Set("k", bytes.Repeat([]byte("c"), 2*KeptValueMin))
+	c.Invalidate("k")
+	if !bytes.Equal(kept, big) {
+		t.Fatal("a kept value changed after its key was rewritten and dropped")
+	}
+
+	fetched := bytes.Repeat([]byte("f"), 3*KeptValueMin)
+	c.SetIfVersion("fetched", fetched, 0, c.Version("fetched"))
+	var got []byte
+	if !c.Get([]byte("fetched"), func(v []byte) { got = v }) || &got[0] != &fetched[0] {
+		t.Fatal("SetIfVersion copied a large value it may keep")
+	}
+	small := []byte("small value")
+	c.SetIfVersion("small", small, 0, c.Version("small"))
+	small[0] = 'X'
+	if !c.Get([]byte("small"), func(v []byte) { got = append(got[:0], v...) }) || string(got) != "small value" {
+		t.Fatalf("a small value was not copied: %q", got)
+	}
+}

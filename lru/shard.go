@@ -91,11 +91,17 @@ func (s *shard) hashOf(i uint32) uint64 { return xxhash.Sum64(s.keyOf(&s.entries
 func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 func (s *shard) keyOf(e *entry) []byte {
-	return s.arena.record(e.loc, e.class, int(e.klen))
+	if e.class == bigClass {
+		return s.arena.big[e.loc].key
+	}
+	return s.arena.record(e.loc, int(e.klen))
 }
 
 func (s *shard) valueOf(e *entry) []byte {
-	return s.arena.record(e.loc, e.class, int(e.klen)+int(e.vlen))[e.klen:]
+	if e.class == bigClass {
+		return s.arena.big[e.loc].value
+	}
+	return s.arena.record(e.loc, int(e.klen)+int(e.vlen))[e.klen:]
 }
 
 func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte)) bool {
@@ -150,7 +156,9 @@ func (s *shard) changedSince(h, version uint64) bool {
 	return s.clearedAt.Load() > version || s.changed[(h>>32)%changedSlots].Load() > version
 }
 
-func (s *shard) set(key, value []byte, h uint64, expireAt int64, version uint64) {
+// set stores key and value (see Cache.Set); keep lets a big record adopt
+// value rather than copy it (Cache.SetIfVersion).
+func (s *shard) set(key, value []byte, h uint64, expireAt int64, version uint64, keep bool) {
 	size := len(key) + len(value)
 	cacheable := s.capacity > 0 && len(key) <= maxKeyLen && (s.maxBytes == 0 || int64(size) <= s.maxBytes)
 	s.mu.Lock()
@@ -164,7 +172,7 @@ func (s *shard) set(key, value []byte, h uint64, expireAt int64, version uint64)
 			s.remove(i, pos)
 			return
 		}
-		s.rewrite(i, key, value, expireAt)
+		s.rewrite(i, key, value, expireAt, keep)
 		return
 	}
 	if !cacheable {
@@ -173,15 +181,12 @@ func (s *shard) set(key, value []byte, h uint64, expireAt int64, version uint64)
 	for s.live >= s.capacity || s.maxBytes > 0 && s.stats.bytes+int64(size) > s.maxBytes {
 		s.evictOldest()
 	}
-	loc, class, ok := s.arena.alloc(size)
+	loc, class, ok := s.store(key, value, keep)
 	if !ok {
 		return
 	}
 	i = s.newEntry()
 	s.entries[i] = entry{expireAt: expireAt, loc: loc, vlen: uint32(len(value)), klen: uint16(len(key)), class: class}
-	rec := s.arena.record(loc, class, size)
-	copy(rec, key)
-	copy(rec[len(key):], value)
 	s.growIndex()
 	s.insertSlot(slotFor(h, i)) // evictions and growth moved slots: probe afresh
 	s.live++
@@ -191,25 +196,39 @@ func (s *shard) set(key, value []byte, h uint64, expireAt int64, version uint64)
 	s.stats.sets++
 }
 
-// rewrite gives entry i a new value and deadline, moving its record to
-// another slot if the size class changes.
-func (s *shard) rewrite(i uint32, key, value []byte, expireAt int64) {
+// store puts key and value in a new record: a slot of their class, or a big
+// record of their own.
+func (s *shard) store(key, value []byte, keep bool) (loc uint32, class uint8, ok bool) {
+	if classOf(len(key)+len(value)) == bigClass {
+		return s.arena.addBig(key, value, keep), bigClass, true
+	}
+	if loc, class, ok = s.arena.alloc(len(key) + len(value)); ok {
+		rec := s.arena.record(loc, len(key)+len(value))
+		copy(rec, key)
+		copy(rec[len(key):], value)
+	}
+	return loc, class, ok
+}
+
+// rewrite gives entry i a new value and deadline: in place when the record
+// keeps its size class, else in a new record. Big records are never written
+// in place: readers may still hold the old value (KeptValueMin).
+func (s *shard) rewrite(i uint32, key, value []byte, expireAt int64, keep bool) {
 	e := &s.entries[i]
-	size := len(key) + len(value)
 	s.stats.bytes += int64(len(value)) - int64(e.vlen)
-	if class := classOf(size); class != e.class || class == bigClass {
-		loc, class, ok := s.arena.alloc(size)
+	if class := classOf(len(key) + len(value)); class != e.class || class == bigClass {
+		loc, class, ok := s.store(key, value, keep)
 		if !ok {
 			s.stats.bytes -= int64(len(value)) - int64(e.vlen)
 			s.remove(i, -1)
 			return
 		}
 		s.arena.release(e.loc, e.class)
-		e.loc, e.class = loc, class
-		copy(s.arena.record(loc, class, len(key)), key)
+		e.loc, e.class, e.vlen = loc, class, uint32(len(value))
+	} else { // the same slot: room for the new value
+		e.vlen = uint32(len(value))
+		copy(s.valueOf(e), value)
 	}
-	e.vlen = uint32(len(value))
-	copy(s.valueOf(e), value)
 	e.expireAt, e.suspect = expireAt, false
 	s.heapFix(int(e.heapPos))
 	s.moveToFront(i)

@@ -352,11 +352,17 @@ func ResponseOptionsFor(req *Request, date []byte) ResponseOptions {
 
 // AppendValue appends a 200 answer whose body is the raw value.
 func AppendValue(dst []byte, o *ResponseOptions, value []byte) []byte {
-	dst = appendHead(dst, 200, "application/octet-stream", len(value), o)
+	dst = AppendValueHead(dst, o, len(value))
 	if !o.Head {
 		dst = append(dst, value...)
 	}
 	return dst
+}
+
+// AppendValueHead appends the status line and headers of a 200 answer whose
+// body, n bytes of value, is to follow (unless o.Head).
+func AppendValueHead(dst []byte, o *ResponseOptions, n int) []byte {
+	return appendHead(dst, 200, "application/octet-stream", n, o)
 }
 
 // AppendStatus appends an answer with the given status and a one-line text

@@ -318,20 +318,21 @@ func unhex(c byte) byte {
 
 // AppendBulk appends v as a RESP bulk string.
 func AppendBulk(dst, v []byte) []byte {
-	dst = appendBulkHeader(dst, len(v))
+	dst = AppendBulkHeader(dst, len(v))
 	dst = append(dst, v...)
 	return append(dst, '\r', '\n')
 }
 
 // AppendBulkString appends s as a RESP bulk string.
 func AppendBulkString(dst []byte, s string) []byte {
-	dst = appendBulkHeader(dst, len(s))
+	dst = AppendBulkHeader(dst, len(s))
 	dst = append(dst, s...)
 	return append(dst, '\r', '\n')
 }
 
-// appendBulkHeader appends the "$<n>\r\n" that starts a bulk string of n bytes.
-func appendBulkHeader(dst []byte, n int) []byte {
+// AppendBulkHeader appends the "$<n>\r\n" that starts a bulk string of n
+// bytes; the n bytes and a CRLF are to follow.
+func AppendBulkHeader(dst []byte, n int) []byte {
 	dst = append(dst, '$')
 	dst = appendUint(dst, uint64(n))
 	return append(dst, '\r', '\n')

@@ -70,8 +70,18 @@ const (
 	// for their clients to read (gnet has no "output drained" callback).
 	watchInterval    = time.Millisecond
 	maxWatchInterval = 100 * time.Millisecond
+	// bodyAt is the value size from which an answer does not copy its value
+	// but refers to it (the cache's own copy, or the fetched one: neither is
+	// ever written again), and writes it from there in bodyChunk pieces as
+	// the client reads, so that a large value costs neither a copy per
+	// reader nor its whole size in socket buffers per connection.
+	bodyAt    = 64 << 10
+	bodyChunk = 256 << 10
 	// maxKeptBuffer is the largest slot buffer kept for reuse.
 	maxKeptBuffer = 64 << 10
+	// maxKeptOut is the largest loop output buffer kept for reuse: more
+	// than flushAt, at which it is written, so that long pipelines reuse it.
+	maxKeptOut = 2 * flushAt
 	// maxKeptBatch is the most fetches of a batch whose slices are kept
 	// for reuse (a long pipeline's round can hold many more).
 	maxKeptBatch = 4096
@@ -136,6 +146,12 @@ type slot struct {
 
 	http proto.ResponseOptions // kindHTTP: the framing of the answer
 
+	// body is a large value written after out by reference (bodyAt), what
+	// is left of it while the client reads; bodyCRLF: a RESP bulk's CRLF
+	// follows it.
+	body     []byte
+	bodyCRLF bool
+
 	parts     [][]byte // kindMGET: the encoded elements from the first miss on
 	partBytes int      // kindMGET: their total length
 	waiting   int      // kindMGET: fetches not yet back
@@ -166,7 +182,7 @@ func (cn *conn) push() *slot {
 
 // account brings cn.queuedBytes up to date with what sl holds now.
 func (cn *conn) account(sl *slot) {
-	n := len(sl.out) + sl.partBytes + sl.inFlight
+	n := len(sl.out) + sl.partBytes + sl.inFlight + len(sl.body)
 	cn.queuedBytes += n - sl.size
 	sl.size = n
 }
@@ -235,7 +251,7 @@ func (s *Server) processOnce(cn *conn) bool {
 	if cn.closing {
 		_, _ = c.Discard(-1) // n <= 0 discards everything: input after the last answer is ignored
 		cn.dropHeld()
-		return false
+		return s.flush(cn) // the answers left, a large value's rest among them
 	}
 	buffered := c.InboundBuffered()                         // what gnet holds; cn.held may hold more
 	if n := buffered + cn.held.unparsed(); n > maxInbound { // the client is far ahead of its answers
@@ -344,16 +360,20 @@ func (s *Server) serve(cn *conn, buf []byte) int {
 // refuseInput answers a client that has sent more than maxInbound ahead of
 // its answers, after those that are ready, as far as its socket takes it:
 // the connection is closed at once, as Redis closes a client over its query
-// buffer limit (such a client is most likely not reading).
+// buffer limit (such a client is most likely not reading). Behind a large
+// value the client has not read, which is written only as it reads, the
+// answer could never arrive: the connection is closed without it.
 func (s *Server) refuseInput(cn *conn) {
-	_, dst := cn.answerBuf()
-	if cn.proto == proto.HTTP {
-		o := proto.ResponseOptions{Date: s.dateNow()}
-		*dst = proto.AppendStatus(*dst, &o, 431, "request or unanswered pipeline over 64 MiB")
-	} else {
-		*dst = proto.AppendError(*dst, "ERR Protocol error: request or unanswered pipeline over 64 MiB")
+	if !cn.bodyQueued() {
+		_, dst := cn.answerBuf()
+		if cn.proto == proto.HTTP {
+			o := proto.ResponseOptions{Date: s.dateNow()}
+			*dst = proto.AppendStatus(*dst, &o, 431, "request or unanswered pipeline over 64 MiB")
+		} else {
+			*dst = proto.AppendError(*dst, "ERR Protocol error: request or unanswered pipeline over 64 MiB")
+		}
+		cn.accountTail()
 	}
-	cn.accountTail()
 	cn.closing = true
 	cn.dropHeld()
 	_, _ = cn.c.Discard(-1)
@@ -366,15 +386,26 @@ func (s *Server) flush(cn *conn) bool {
 	lp := cn.lp
 	for cn.queued() > 0 && cn.queue[cn.head].ready {
 		sl := cn.queue[cn.head]
-		cn.queue[cn.head] = nil
-		cn.head++
-		cn.queuedBytes -= sl.size
 		lp.out = append(lp.out, sl.out...)
 		for _, p := range sl.parts {
 			lp.out = append(lp.out, p...)
 		}
+		if sl.body != nil {
+			sl.out, sl.parts = sl.out[:0], nil // gathered: not again when the body resumes
+			done := s.writeBody(cn, sl)
+			cn.account(sl)
+			if cn.closed {
+				return false
+			}
+			if !done {
+				break // the rest when the client has read (the watch resumes)
+			}
+		}
+		cn.queue[cn.head] = nil
+		cn.head++
+		cn.queuedBytes -= sl.size
 		cn.recycle(sl)
-		if len(lp.out) >= maxKeptBuffer {
+		if len(lp.out) >= flushAt {
 			// Many answers ready at once (a long pipeline whose misses
 			// came back together) go out as they are gathered: the
 			// loop's buffer stays small instead of growing to hold them
@@ -411,7 +442,7 @@ func (s *Server) writeOut(cn *conn) {
 	lp := cn.lp
 	if len(lp.out) > 0 {
 		_, _ = cn.c.Write(lp.out) // copies what the socket does not take now
-		if cap(lp.out) > maxKeptBuffer {
+		if cap(lp.out) > maxKeptOut {
 			lp.out = nil
 		}
 		lp.out = lp.out[:0]
@@ -420,6 +451,55 @@ func (s *Server) writeOut(cn *conn) {
 		cn.blocked = true
 		s.watch(cn)
 	}
+}
+
+// writeBody writes what lp.out holds, then sl's body in bodyChunk pieces
+// while the client keeps up: once more than outputLow waits unsent, cn stops
+// (blocked) and the watch resumes it when the client has read. It reports
+// whether the body is all written; its CRLF, if any, is then in lp.out.
+func (s *Server) writeBody(cn *conn, sl *slot) bool {
+	s.writeOut(cn)
+	for len(sl.body) > 0 {
+		if cn.closed {
+			return false
+		}
+		if cn.c.OutboundBuffered() > outputLow {
+			if !cn.blocked {
+				cn.blocked = true
+				s.watch(cn)
+			}
+			return false
+		}
+		n := min(len(sl.body), bodyChunk)
+		_, _ = cn.c.Write(sl.body[:n]) // copies only what the socket does not take now
+		sl.body = sl.body[n:]
+	}
+	sl.body = nil
+	if sl.bodyCRLF {
+		cn.lp.out = append(cn.lp.out, '\r', '\n')
+	}
+	return true
+}
+
+// bodyQueued reports whether a large value waits in cn's FIFO.
+func (cn *conn) bodyQueued() bool {
+	for _, sl := range cn.queue[cn.head:] {
+		if sl.body != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// bodySlot returns the slot a large value is answered from: sl, or, when the
+// answer was to go straight to the loop's output (sl nil, nothing queued
+// ahead), a new ready slot.
+func (cn *conn) bodySlot(sl *slot) *slot {
+	if sl == nil {
+		sl = cn.push()
+		sl.ready = true
+	}
+	return sl
 }
 
 // watch puts cn on its loop's list of connections waiting for their client
@@ -719,11 +799,21 @@ func (s *Server) answer(cn *conn) {
 func (s *Server) fill(sl *slot, part int, r backend.Result) {
 	switch sl.kind {
 	case kindGET:
-		sl.out = appendRESPResult(sl.out, r, sl.resp3)
+		if r.Found && len(r.Value) >= bodyAt {
+			sl.out = proto.AppendBulkHeader(sl.out, len(r.Value))
+			sl.body, sl.bodyCRLF = r.Value, true
+		} else {
+			sl.out = appendRESPResult(sl.out, r, sl.resp3)
+		}
 		sl.ready = true
 	case kindHTTP:
 		sl.http.Date = s.dateNow()
-		sl.out = appendHTTPResult(sl.out, &sl.http, r)
+		if r.Found && len(r.Value) >= bodyAt && !sl.http.Head {
+			sl.out = proto.AppendValueHead(sl.out, &sl.http, len(r.Value))
+			sl.body = r.Value
+		} else {
+			sl.out = appendHTTPResult(sl.out, &sl.http, r)
+		}
 		sl.ready = true
 	case kindMGET:
 		s.fillMGET(sl, part, r)

@@ -45,7 +45,19 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		*dst = proto.AppendStatus(*dst, &o, req.Status, req.StatusMsg)
 		return n
 	}
-	if s.cache.Get(req.Key, func(v []byte) { *dst = proto.AppendValue(*dst, &o, v) }) {
+	var body []byte // a large value, kept by reference (lru.KeptValueMin)
+	if s.cache.Get(req.Key, func(v []byte) {
+		if len(v) >= bodyAt && !o.Head {
+			body = v
+		} else {
+			*dst = proto.AppendValue(*dst, &o, v)
+		}
+	}) {
+		if body != nil {
+			sl = cn.bodySlot(sl)
+			sl.out = proto.AppendValueHead(sl.out, &o, len(body))
+			sl.body = body
+		}
 		return n
 	}
 	if sl == nil {

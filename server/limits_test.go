@@ -249,9 +249,28 @@ func TestOutputBackpressure(t *testing.T) {
 		t.Fatal("the held input was kept after it was used up")
 	}
 
+	// A client that never reads is cut off once it is maxInbound ahead, and
+	// told so after the answers it was sent...
+	s.cache.Set("medium", make([]byte, bodyAt/2))
+	never := cutOff(t, lp, "GET medium\r\n")
+	if out := never.out.String(); !strings.HasSuffix(out, "-ERR Protocol error: request or unanswered pipeline over 64 MiB\r\n") {
+		t.Fatalf("cut off with %.80q at the end", out[max(0, len(out)-80):])
+	}
+	// ...unless a large value it has not read is under way: the message
+	// cannot follow that, and the connection is just closed.
+	never = cutOff(t, lp, "GET big\r\n")
+	if out := never.out.String(); strings.Contains(out, "-ERR") || never.unsent > outputLow+bodyChunk+len(big) {
+		t.Fatalf("cut off with %.80q at the end, %d bytes unsent", out[max(0, len(out)-80):], never.unsent)
+	}
+}
+
+// cutOff sends request over and over on a new connection whose client reads
+// nothing, until the proxy closes it, and checks that the input went too.
+func cutOff(t *testing.T, lp *fakeLoop, request string) *fakeConn {
+	t.Helper()
 	never := lp.open(t)
 	never.stuck = true
-	chunk := strings.Repeat("GET big\r\n", 1<<16)
+	chunk := strings.Repeat(request, 1<<16)
 	for sent := 0; !never.send(chunk); sent += len(chunk) {
 		if sent > 2*maxInbound {
 			t.Fatalf("still reading a client that never reads after %d bytes", sent)
@@ -260,9 +279,7 @@ func TestOutputBackpressure(t *testing.T) {
 	if len(never.in) != 0 {
 		t.Fatalf("kept %d bytes of input from a client being cut off", len(never.in))
 	}
-	if out := never.out.String(); !strings.HasSuffix(out, "-ERR Protocol error: request or unanswered pipeline over 64 MiB\r\n") {
-		t.Fatalf("cut off with %.80q at the end", out[max(0, len(out)-80):])
-	}
+	return never
 }
 
 // An MGET's keys each count once as a hit or a miss, as GETs of them would
@@ -439,5 +456,87 @@ func TestMissingKeyDropsOnlyWhatItCovers(t *testing.T) {
 	fill("k", early, backend.Result{})                                               // the old GET's nil lands late
 	if !cache.Get([]byte("k"), func([]byte) {}) {
 		t.Fatal("a late 'no such key' dropped the newer value")
+	}
+}
+
+// A large value is written from the cache's own copy (or the fetched one) as
+// the client reads, not copied into the output whole: a client that reads
+// nothing holds at most outputLow plus a chunk of it in socket buffers; what
+// it reads later is the value as it was when asked for, even if the key has
+// since been rewritten or evicted, followed by the answers behind it in order.
+func TestLargeValueIsWrittenAsTheClientReads(t *testing.T) {
+	for _, tc := range []struct {
+		name, request, small string
+		answer               func(v string) string
+	}{
+		{"resp", "GET big\r\nGET small\r\n", "$5\r\nsmall\r\n", func(v string) string { return fmt.Sprintf("$%d\r\n%s\r\n", len(v), v) }},
+		{"http", "GET /big HTTP/1.1\r\n\r\nGET /small HTTP/1.1\r\n\r\n", "\r\n\r\nsmall", func(v string) string { return "\r\n\r\n" + v }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, lp := newTestServer(t, nil)
+			old := strings.Repeat("o", 3<<20)
+			s.cache.Set("big", []byte(old))
+			s.cache.Set("small", []byte("small"))
+			c := lp.open(t)
+			c.stuck = true
+			c.send(tc.request)
+			if c.unsent > outputLow+bodyChunk+1024 {
+				t.Fatalf("%d bytes of a %d-byte value went to a client that reads nothing", c.unsent, len(old))
+			}
+			s.cache.Set("big", []byte(strings.Repeat("n", 3<<20))) // rewritten meanwhile
+			s.cache.Invalidate("big")
+			c.stuck, c.unsent = false, 0 // the client reads
+			lp.runUntil(t, func() bool {
+				return strings.HasSuffix(c.out.String(), "small") || strings.HasSuffix(c.out.String(), "small\r\n")
+			})
+			out := c.takeOut()
+			i, j := strings.Index(out, tc.answer(old)), strings.Index(out, tc.small)
+			if i < 0 || j < i || strings.Contains(out, "nnnnnnnn") {
+				t.Fatalf("answers wrong or out of order (%d bytes; value at %d, next answer at %d)", len(out), i, j)
+			}
+		})
+	}
+}
+
+// A connection that closes while a large value is under way is let go: the
+// rest is not written, and its slot no longer counts.
+func TestLargeValueCutShortByClose(t *testing.T) {
+	s, lp := newTestServer(t, nil)
+	s.cache.Set("big", make([]byte, 4<<20))
+	c := lp.open(t)
+	c.stuck = true
+	c.send("GET big\r\n")
+	cn := c.ctx.(*conn)
+	if cn.queued() != 1 || cn.queuedBytes == 0 {
+		t.Fatalf("the value under way: %d slots, %d bytes queued", cn.queued(), cn.queuedBytes)
+	}
+	written := c.out.Len()
+	_ = lp.Close(c)
+	for len(lp.tasks) > 0 { // the watch's checks find it closed
+		lp.runTask(t)
+	}
+	if c.out.Len() != written {
+		t.Fatalf("%d bytes written after the close", c.out.Len()-written)
+	}
+}
+
+// A large value fetched from Redis is answered the same way, by reference to
+// the fetched copy.
+func TestLargeValueMiss(t *testing.T) {
+	redis, _, lp := newTestProxy(t)
+	value := strings.Repeat("m", 2<<20)
+	redis.Do("SET", "big", value)
+	c := lp.open(t)
+	c.stuck = true
+	c.send("GET big\r\nPING\r\n")
+	lp.runUntil(t, func() bool { return c.unsent > 0 })
+	if c.unsent > outputLow+bodyChunk+1024 {
+		t.Fatalf("%d bytes of a fetched %d-byte value went to a client that reads nothing", c.unsent, len(value))
+	}
+	c.stuck, c.unsent = false, 0
+	want := fmt.Sprintf("$%d\r\n%s\r\n+PONG\r\n", len(value), value)
+	lp.runUntil(t, func() bool { return c.out.Len() >= len(want) })
+	if c.takeOut() != want {
+		t.Fatal("the fetched value or the answer after it came out wrong")
 	}
 }

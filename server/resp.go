@@ -117,7 +117,19 @@ func (s *Server) reply(cn *conn, answer []byte) {
 // get answers GET key: from the cache when it can, else through a fetch.
 func (s *Server) get(cn *conn, key []byte) {
 	sl, dst := cn.answerBuf()
-	if s.cache.Get(key, func(v []byte) { *dst = proto.AppendBulk(*dst, v) }) {
+	var body []byte // a large value, kept by reference (lru.KeptValueMin)
+	if s.cache.Get(key, func(v []byte) {
+		if len(v) >= bodyAt {
+			body = v
+		} else {
+			*dst = proto.AppendBulk(*dst, v)
+		}
+	}) {
+		if body != nil {
+			sl = cn.bodySlot(sl)
+			sl.out = proto.AppendBulkHeader(sl.out, len(body))
+			sl.body, sl.bodyCRLF = body, true
+		}
 		return
 	}
 	if sl == nil {

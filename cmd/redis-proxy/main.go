@@ -390,28 +390,25 @@ func main() {
 	}
 }
 
-// setGCPolicy tunes the garbage collector for this process, unless the
-// operator has with GOGC or GOMEMLIMIT. The cache's small records live
-// outside the Go heap (package lru), so the heap holds the proxy's own small
-// live state plus what misses leave behind: collecting at 50% growth instead
-// of Go's 100% keeps its resident size near what is live, for cycles that
-// cost little (a small heap, mostly without pointers). With --max-memory,
-// values over 16 KiB are the one part of the cache on the heap; a soft
-// limit of --max-memory plus 64 MiB stops the collector from letting them
-// double.
-func setGCPolicy(maxMemory int64) {
+// setGCPolicy tunes the garbage collector, unless the operator has with
+// GOGC. The cache's records live outside the Go heap (package lru), all but
+// values over 16 KiB, so the heap holds the proxy's own small live state plus
+// what misses leave behind: collecting at 50% growth instead of Go's 100%
+// keeps its resident size near what is live, for cycles that cost little (a
+// small heap, mostly without pointers). There is no soft memory limit
+// (GOMEMLIMIT): what the heap legitimately holds besides cached values
+// (clients' unparsed pipelines, answers not yet read) has no fixed bound, and
+// a limit below it would keep the collector running without end.
+func setGCPolicy() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
-	}
-	if maxMemory > 0 && os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(min(maxMemory, math.MaxInt64-64<<20) + 64<<20)
 	}
 }
 
 func run(cfg config) error {
 	level, _ := logLevel(cfg.logLevel)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	setGCPolicy(int64(cfg.maxMemory))
+	setGCPolicy()
 
 	cache := lru.New(lru.Config{Capacity: cfg.capacity, MaxBytes: int64(cfg.maxMemory), TTL: cfg.ttl, StaleFor: cfg.staleIfError})
 	defer cache.Close()
