@@ -93,6 +93,10 @@ const (
 	fetchCost = 384
 )
 
+// Values answered by reference must be ones the cache never writes again:
+// this fails to compile otherwise.
+const _ = uint(bodyAt - lru.KeptValueMin)
+
 // conn is one client connection's state.
 type conn struct {
 	c  gnet.Conn
@@ -395,6 +399,7 @@ func (s *Server) flush(cn *conn) bool {
 			done := s.writeBody(cn, sl)
 			cn.account(sl)
 			if cn.closed {
+				lp.out = lp.out[:0] // nothing of cn's may reach the loop's next client
 				return false
 			}
 			if !done {
@@ -464,6 +469,7 @@ func (s *Server) writeBody(cn *conn, sl *slot) bool {
 			return false
 		}
 		if cn.c.OutboundBuffered() > outputLow {
+			cn.lp.watchEvery = watchInterval // the client was reading: look again soon
 			if !cn.blocked {
 				cn.blocked = true
 				s.watch(cn)
@@ -473,12 +479,22 @@ func (s *Server) writeBody(cn *conn, sl *slot) bool {
 		n := min(len(sl.body), bodyChunk)
 		_, _ = cn.c.Write(sl.body[:n]) // copies only what the socket does not take now
 		sl.body = sl.body[n:]
+		cn.lastActive = s.clock.Load() // the client reads (or has just asked)
 	}
 	sl.body = nil
+	if cn.closed { // the last write failed: nothing more goes out for cn
+		return false
+	}
 	if sl.bodyCRLF {
 		cn.lp.out = append(cn.lp.out, '\r', '\n')
 	}
 	return true
+}
+
+// bodyStalled reports whether the answer at the head of cn's FIFO is a large
+// value waiting for the client to read it.
+func (cn *conn) bodyStalled() bool {
+	return cn.queued() > 0 && cn.queue[cn.head].ready && cn.queue[cn.head].body != nil
 }
 
 // bodyQueued reports whether a large value waits in cn's FIFO.
@@ -576,6 +592,17 @@ func (s *Server) checkOutput(cn *conn) bool {
 				_ = cn.lp.el.Close(cn.c)
 			}
 			return true
+		}
+		// A closing connection whose client stopped reading a large value
+		// in the middle goes after lingerTimeout without progress, as a
+		// lingering one does.
+		if cn.closing {
+			if now := time.Now(); progress || cn.lingerUntil.IsZero() {
+				cn.lingerUntil = now.Add(lingerTimeout)
+			} else if now.After(cn.lingerUntil) {
+				_ = cn.lp.el.Close(cn.c)
+				return true
+			}
 		}
 	default:
 		return false
@@ -760,7 +787,10 @@ func (s *Server) orStale(key string, r backend.Result) backend.Result {
 		return r
 	}
 	s.cache.GetStale([]byte(key), func(v []byte) {
-		r = backend.Result{Value: append([]byte(nil), v...), Found: true}
+		if len(v) < lru.KeptValueMin {
+			v = append([]byte(nil), v...)
+		}
+		r = backend.Result{Value: v, Found: true}
 	})
 	return r
 }

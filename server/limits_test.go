@@ -540,3 +540,49 @@ func TestLargeValueMiss(t *testing.T) {
 		t.Fatal("the fetched value or the answer after it came out wrong")
 	}
 }
+
+// A peer that vanishes in the middle of a large value is let go at once:
+// nothing meant for it, such as the value's closing CRLF, is left in the
+// loop's output for the next client the loop writes to.
+func TestLargeValueToVanishedPeer(t *testing.T) {
+	s, lp := newTestServer(t, nil)
+	s.cache.Set("big", make([]byte, bodyAt))
+	s.cache.Set("small", []byte("small"))
+	gone := lp.open(t)
+	gone.gone = 1 // the header goes out, the body's first write fails
+	gone.send("GET big\r\n")
+	if !gone.closed {
+		t.Fatal("the failed write did not close the connection")
+	}
+	next := lp.open(t)
+	next.send("GET small\r\n")
+	if got := next.takeOut(); got != "$5\r\nsmall\r\n" {
+		t.Fatalf("the next client got %q", got)
+	}
+}
+
+// The idle timeout applies to a client that stopped reading a large value
+// half way (its answer stays queued until it is read), and not to one that
+// reads it slowly.
+func TestIdleTimeoutDuringLargeValue(t *testing.T) {
+	s, lp := newTestServer(t, nil)
+	s.cfg.IdleTimeout = 2 * time.Second
+	s.cache.Set("big", make([]byte, 8<<20))
+	reading, stopped := lp.open(t), lp.open(t)
+	reading.stuck, stopped.stuck = true, true
+	reading.send("GET big\r\n")
+	stopped.send("GET big\r\n")
+	lp0 := reading.ctx.(*conn).lp
+	for now := int64(1); now <= 6; now++ {
+		s.clock.Store(now)
+		reading.unsent = 0 // it read everything sent so far
+		s.checkWatched(lp0)
+		s.closeIdle(lp0)
+	}
+	if reading.closed {
+		t.Fatal("closed a client that was reading its large answer")
+	}
+	if !stopped.closed {
+		t.Fatal("a client that stopped reading its large answer was never closed as idle")
+	}
+}

@@ -234,7 +234,9 @@ func (s *Server) closeIdle(lp *loop) {
 		if unsent := cn.c.OutboundBuffered(); unsent != cn.unsentSeen {
 			cn.unsentSeen, cn.lastActive = unsent, now
 		}
-		if now-cn.lastActive > limit && cn.queued() == 0 { // as Redis: silent for more than the timeout, in whole seconds
+		// As Redis: silent for more than the timeout, in whole seconds, with
+		// no answer pending, or only a large value it does not read.
+		if now-cn.lastActive > limit && (cn.queued() == 0 || cn.bodyStalled()) {
 			idle = append(idle, cn)
 		}
 	}

@@ -80,6 +80,9 @@ type fakeConn struct {
 	looked int  // bytes handed out by Peek and Read: the server's reading work
 	stuck  bool // the client reads nothing: written bytes stay unsent
 	unsent int  // bytes written while stuck
+	// gone, once written up to, fails later writes as a vanished peer
+	// does: gnet closes the connection (OnClose) inside the failed Write.
+	gone int
 }
 
 func (c *fakeConn) Peek(n int) ([]byte, error) {
@@ -104,6 +107,10 @@ func (c *fakeConn) Discard(n int) (int, error) {
 }
 func (c *fakeConn) InboundBuffered() int { return len(c.in) }
 func (c *fakeConn) Write(p []byte) (int, error) {
+	if c.gone > 0 && c.out.Len() >= c.gone {
+		_ = c.loop.Close(c)
+		return 0, net.ErrClosed
+	}
 	if c.stuck {
 		c.unsent += len(p)
 	}
