@@ -19,6 +19,8 @@
 // The hit path of one request: OnTraffic -> Peek -> proto parse (no copy) ->
 // cache.Get copies the value, under its shard lock, into the output buffer as
 // a RESP bulk or HTTP body -> one Write per OnTraffic. It allocates nothing.
+// A value of 64 KiB or more is not copied but referred to, and written from
+// the cache's own copy as the client reads it (conn.go, writeBody).
 package server
 
 import (
