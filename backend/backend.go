@@ -121,6 +121,7 @@ type Stats struct {
 	Coalesced uint64 // fetches that joined a GET already under way
 	Queued    int    // batches of GETs waiting for a worker now
 	Down      bool   // the last GET failed to reach Redis
+	Latency   Latency
 }
 
 // job is one batch of flights for a worker: one GET, or an MGET's misses.
@@ -143,6 +144,7 @@ type Client struct {
 	flights  [flightShards]flightShard
 	workers  sync.WaitGroup
 
+	latency   latencyHistogram
 	fetches   atomic.Uint64
 	errors    atomic.Uint64
 	coalesced atomic.Uint64
@@ -263,7 +265,7 @@ func (c *Client) queue(j job) {
 // Stats returns the client's counters.
 func (c *Client) Stats() Stats {
 	return Stats{Fetches: c.fetches.Load(), Errors: c.errors.Load(), Coalesced: c.coalesced.Load(),
-		Queued: c.jobs.len(), Down: c.down.Load()}
+		Queued: c.jobs.len(), Down: c.down.Load(), Latency: c.latency.snapshot()}
 }
 
 // Close finishes the queued fetches, stops the workers and the tracker, and
@@ -395,7 +397,9 @@ func (c *Client) get(flights []*flight, deadlines []time.Time) []Result {
 			cmds = append(cmds, c.rc.B().Pttl().Key(flights[i].key).Build())
 		}
 	}
+	sent := time.Now()
 	replies := c.rc.DoMulti(ctx, cmds...)
+	c.latency.observe(time.Since(sent), len(send))
 	for n, i := range send {
 		results[i] = c.result(replies[per*n])
 		if c.fetchTTL && results[i].Found {

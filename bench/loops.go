@@ -29,7 +29,7 @@ func loopsSweep(lb *lab, redis *target, s settings) []loopsRow {
 	layout := func(proxyCPUs, benchCPUs string, cpus, upTo int) {
 		for l := 1; l <= upTo; l++ {
 			addr := freeAddr()
-			argv := []string{*proxyBin, "--listen", addr, "--redis", redis.addr, "--ttl", "1h", "--capacity", "100000", "--loops", strconv.Itoa(l)}
+			argv := []string{*proxyBin, "--listen", addr, "--redis", redis.addr, "--ttl", "1h", "--capacity", "100000", "--loops", strconv.Itoa(l), "--admin-listen", ""}
 			if proxyCPUs != "" {
 				argv = append([]string{"taskset", "-c", proxyCPUs}, argv...)
 			}

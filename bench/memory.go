@@ -109,7 +109,7 @@ func memBench(keys int, churnFor time.Duration) memReport {
 	// size it; churn keys live in Redis beyond them.
 	addr := freeAddr()
 	proxy := lb.start("redis-proxy", addr, *proxyBin, "--listen", addr, "--redis", redis.addr,
-		"--capacity", strconv.Itoa(keys+keys/12), "--ttl", "1h", "--log-level", "warn")
+		"--capacity", strconv.Itoa(keys+keys/12), "--ttl", "1h", "--log-level", "warn", "--admin-listen", "")
 	time.Sleep(time.Second) // tracking settles
 	p0 := rssBytes(proxy)
 	pipe(proxy.addr, keys, getCommand)

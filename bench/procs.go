@@ -191,7 +191,7 @@ func boolInt(b bool) int {
 
 func (lb *lab) startProxy(name, bin, redis string, flags ...string) *target {
 	addr := freeAddr()
-	argv := append([]string{bin, "--listen", addr, "--redis", redis, "--log-level", "warn"}, flags...)
+	argv := append([]string{bin, "--listen", addr, "--redis", redis, "--log-level", "warn", "--admin-listen", ""}, flags...)
 	return lb.start(name, addr, argv...)
 }
 

@@ -27,15 +27,35 @@ var Version = "dev"
 // the command set it speaks is Redis 7's.
 const redisVersion = "7.0.0"
 
-// info renders the proxy's state in Redis INFO format.
-func (s *Server) info() string {
-	var resp, http uint64
+// Stats are the front end's counters, summed over the loops when read.
+type Stats struct {
+	RESPCommands uint64 // RESP commands answered or queued
+	HTTPRequests uint64 // HTTP requests answered or queued
+	Clients      int64  // open client connections counted against --max-clients
+	Accepted     uint64 // connections accepted
+	Rejected     uint64 // connections refused over --max-clients
+	InFlight     int64  // fetches asked for whose answers are not delivered yet
+	Loops        int    // event loops
+}
+
+// Stats reads the front end's counters: cheap atomics the loops keep, summed
+// here, so that reading them costs the request path nothing.
+func (s *Server) Stats() Stats {
+	st := Stats{Clients: s.clients.Load(), Accepted: s.accepted.Load(), Rejected: s.rejected.Load(),
+		InFlight: s.pending.Load(), Loops: s.cfg.Loops}
 	s.loopsMu.Lock()
 	for _, lp := range s.loops {
-		resp += lp.stats.respCommands.Load()
-		http += lp.stats.httpRequests.Load()
+		st.RESPCommands += lp.stats.respCommands.Load()
+		st.HTTPRequests += lp.stats.httpRequests.Load()
 	}
 	s.loopsMu.Unlock()
+	return st
+}
+
+// info renders the proxy's state in Redis INFO format.
+func (s *Server) info() string {
+	st := s.Stats()
+	resp, http := st.RESPCommands, st.HTTPRequests
 	cs := s.cache.Stats()
 	bs := s.backend.Stats()
 
@@ -49,7 +69,7 @@ func (s *Server) info() string {
 	field("proxy_version", Version)
 	field("process_id", os.Getpid())
 	field("tcp_listen", s.cfg.Listen)
-	field("event_loops", s.cfg.Loops)
+	field("event_loops", st.Loops)
 	field("uptime_in_seconds", int(time.Since(s.started).Seconds()))
 	b.WriteString("\r\n")
 	status := "up"
@@ -60,12 +80,12 @@ func (s *Server) info() string {
 	field("invalidation", s.backend.TrackingState())
 	b.WriteString("\r\n")
 	section("Clients")
-	field("connected_clients", s.clients.Load())
+	field("connected_clients", st.Clients)
 	field("maxclients", s.cfg.MaxClients)
 	b.WriteString("\r\n")
 	section("Stats")
-	field("total_connections_received", s.accepted.Load())
-	field("rejected_connections", s.rejected.Load())
+	field("total_connections_received", st.Accepted)
+	field("rejected_connections", st.Rejected)
 	field("total_commands_processed", resp)
 	field("total_http_requests", http)
 	field("keyspace_hits", cs.Hits)
@@ -77,7 +97,7 @@ func (s *Server) info() string {
 	field("backend_coalesced", bs.Coalesced)
 	field("backend_errors", bs.Errors)
 	field("backend_queued", bs.Queued)
-	field("backend_in_flight", s.pending.Load())
+	field("backend_in_flight", st.InFlight)
 	b.WriteString("\r\n")
 	section("Memory")
 	field("cached_bytes", cs.Bytes)

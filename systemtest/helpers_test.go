@@ -70,7 +70,9 @@ func (b *syncBuffer) String() string {
 func startProxy(t testing.TB, redisAddr string, flags ...string) *proxy {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
-	args := append([]string{"--listen", addr, "--redis", redisAddr, "--loops", "2", "--log-level", "warn"}, flags...)
+	// No admin server unless a test asks for one: its default port would be
+	// shared by every proxy the tests run at once.
+	args := append([]string{"--listen", addr, "--redis", redisAddr, "--loops", "2", "--log-level", "warn", "--admin-listen", ""}, flags...)
 	p := &proxy{t: t, addr: addr, cmd: exec.Command(binary(t), args...), stderr: &syncBuffer{}, exited: make(chan error, 1)}
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {

@@ -47,8 +47,10 @@ func TestBadConfiguration(t *testing.T) {
 		{env: "REDIS_PROXY_MAX_MEMORY=99999999TB", want: "REDIS_PROXY_MAX_MEMORY (--max-memory): must be 0 (no limit) to 9223372036854775807 bytes"},
 		{args: []string{"--ttl", "2562048h"}, want: "--ttl: must be 1ns to 2562047h47m16.854775807s"},
 		// The longest TTL is accepted: the binary gets as far as listening.
-		{args: []string{"--ttl", "2562047h47m16.854775807s", "--listen", busy.Addr().String()}, want: "--listen " + busy.Addr().String() + ": address already in use"},
-		{args: []string{"--listen", busy.Addr().String()}, want: "--listen " + busy.Addr().String() + ": address already in use"},
+		{args: []string{"--ttl", "2562047h47m16.854775807s", "--listen", busy.Addr().String(), "--admin-listen", ""}, want: "--listen " + busy.Addr().String() + ": address already in use"},
+		{args: []string{"--listen", busy.Addr().String(), "--admin-listen", ""}, want: "--listen " + busy.Addr().String() + ": address already in use"},
+		{args: []string{"--admin-listen", "nowhere"}, want: "--admin-listen: must be host:port"},
+		{args: []string{"--admin-listen", busy.Addr().String()}, want: "--admin-listen " + busy.Addr().String() + ": listen tcp " + busy.Addr().String() + ": bind: address already in use"},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		cmd := exec.CommandContext(ctx, binary(t), tc.args...)
@@ -77,7 +79,7 @@ func TestFlagOverridesEnv(t *testing.T) {
 	redis := redistest.Start(t)
 	redis.Do("SET", "k", "v")
 	port := redistest.FreePort(t)
-	cmd := exec.Command(binary(t), "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "error")
+	cmd := exec.Command(binary(t), "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "error", "--admin-listen", "")
 	cmd.Env = append(os.Environ(), "REDIS_PROXY_REDIS="+redis.Addr, "REDIS_PROXY_LISTEN=127.0.0.1:1")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -167,5 +169,13 @@ func TestGracefulShutdown(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", p.addr, time.Second); err == nil {
 		t.Fatal("still accepting after exit")
+	}
+}
+
+// --version prints the version stamped into the build and exits 0.
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(binary(t), "--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "redis-proxy ") || len(strings.TrimSpace(string(out))) <= len("redis-proxy ") {
+		t.Fatalf("--version: %v %q", err, out)
 	}
 }

@@ -54,6 +54,34 @@ type config struct {
 	pinCPUs         bool
 	logLevel        string
 	pprof           string
+	adminListen     string
+	version         bool
+}
+
+// version is the proxy's version: the one the build stamped in (make
+// build), else the module version `go install` recorded, with the VCS
+// revision when the build knows it.
+func version() string {
+	if server.Version != "dev" {
+		return server.Version
+	}
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return server.Version
+	}
+	v := info.Main.Version
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 7 {
+			if v == "" || v == "(devel)" {
+				return s.Value[:7]
+			}
+			return v + " (" + s.Value[:7] + ")"
+		}
+	}
+	if v == "" {
+		return server.Version
+	}
+	return v
 }
 
 // usageError is a configuration error; main prints it as one line and exits 2.
@@ -89,6 +117,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.BoolVar(&c.pinCPUs, "pin-cpus", true, "pin each event loop's thread to its own CPU")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.pprof, "pprof", "", "`host:port` serving Go's /debug/pprof/ profiles (empty: off)")
+	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9380", "`host:port` of the admin HTTP server: /metrics (Prometheus), /healthz, /readyz (empty: off)")
+	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.Usage = func() {} // flag calls it on every error; help is printed below, once
 	printUsage := func() {
 		fmt.Fprintf(usage, "Usage: redis-proxy [flags]\n\nEvery flag can also be set by its environment variable; the flag wins.\n\n")
@@ -165,6 +195,11 @@ func (c *config) validate() error {
 	}
 	if c.pprof != "" {
 		if err := checkAddr("--pprof", c.pprof); err != nil {
+			return err
+		}
+	}
+	if c.adminListen != "" {
+		if err := checkAddr("--admin-listen", c.adminListen); err != nil {
 			return err
 		}
 	}
@@ -380,6 +415,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "redis-proxy: %v\n", err)
 		os.Exit(2)
 	}
+	if cfg.version {
+		fmt.Println("redis-proxy", version())
+		return
+	}
 	if err := run(cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "redis-proxy: %v\n", err)
 		var ue usageError
@@ -457,6 +496,16 @@ func run(cfg config) error {
 		go func() { _ = http.Serve(l, nil) }()
 	}
 
+	adm := &admin{srv: srv, cache: cache, be: be, invalidation: cfg.invalidation,
+		pingTimeout: min(cfg.backendTimeout, time.Second)}
+	if cfg.adminListen != "" {
+		l, err := net.Listen("tcp", cfg.adminListen)
+		if err != nil {
+			return fmt.Errorf("--admin-listen %s: %v", cfg.adminListen, err)
+		}
+		go func() { _ = http.Serve(l, adm.handler()) }()
+	}
+
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve() }()
 	signals := make(chan os.Signal, 1)
@@ -483,6 +532,7 @@ func run(cfg config) error {
 	case err := <-served:
 		return err
 	case sig := <-signals:
+		adm.stopping.Store(true) // /readyz fails from now on, before the drain
 		log.Info("shutting down", "signal", sig.String())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)

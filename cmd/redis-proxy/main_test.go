@@ -21,9 +21,18 @@ func TestDefaults(t *testing.T) {
 	}
 	want := config{listen: "127.0.0.1:6380", redis: "127.0.0.1:6379", capacity: 100000, ttl: 10 * time.Second,
 		maxClients: 10000, maxParallel: 256, loops: 0, backendTimeout: time.Second, shutdownTimeout: 5 * time.Second,
-		tcpKeepAlive: 300 * time.Second, pinCPUs: true, logLevel: "info", pprof: "", invalidation: true, respectTTL: true}
+		tcpKeepAlive: 300 * time.Second, pinCPUs: true, logLevel: "info", pprof: "", invalidation: true, respectTTL: true,
+		adminListen: "127.0.0.1:9380"}
 	if c != want {
 		t.Fatalf("got %+v\nwant %+v", c, want)
+	}
+}
+
+// --admin-listen= (empty) turns the admin server off.
+func TestAdminOff(t *testing.T) {
+	c, err := parseConfig([]string{"--admin-listen="}, env(nil), io.Discard)
+	if err != nil || c.adminListen != "" {
+		t.Fatalf("--admin-listen=: %q, %v", c.adminListen, err)
 	}
 }
 
@@ -113,6 +122,8 @@ func TestFlagRanges(t *testing.T) {
 		"tcp-keepalive":     func(c config) any { return c.tcpKeepAlive },
 		"log-level":         func(c config) any { return c.logLevel },
 		"pprof":             func(c config) any { return c.pprof },
+		"admin-listen":      func(c config) any { return c.adminListen },
+		"version":           func(c config) any { return c.version },
 	}
 	for _, tc := range []struct {
 		flag, value string
@@ -224,6 +235,11 @@ func TestFlagRanges(t *testing.T) {
 		{"pprof", "127.0.0.1:6060", "127.0.0.1:6060", ""},
 		{"pprof", "localhost", nil, "--pprof: must be host:port with a port from 1 to 65535"},
 		{"pprof", "127.0.0.1:70000", nil, "--pprof: must be host:port"},
+
+		{"admin-listen", "0.0.0.0:9380", "0.0.0.0:9380", ""},
+		{"admin-listen", "9380", nil, "--admin-listen: must be host:port"},
+
+		{"version", "true", true, ""},
 	} {
 		for _, via := range []string{"flag", "env"} {
 			args, vars := []string{"--" + tc.flag + "=" + tc.value}, map[string]string(nil)

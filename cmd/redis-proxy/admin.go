@@ -1,0 +1,154 @@
+// The admin HTTP server (--admin-listen): Prometheus metrics and the health
+// checks load balancers and orchestrators ask for. Plain net/http, off the
+// request path: every metric is read at scrape time from the counters the
+// event loops, cache shards and backend keep anyway, so serving them adds
+// nothing to a hit.
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/redis-proxy/redis-proxy/backend"
+	"github.com/redis-proxy/redis-proxy/lru"
+	"github.com/redis-proxy/redis-proxy/server"
+)
+
+// admin serves /metrics, /healthz and /readyz for one proxy.
+type admin struct {
+	srv          *server.Server
+	cache        *lru.Cache
+	be           *backend.Client
+	invalidation bool          // tracking was asked for: not ready while it reconnects
+	pingTimeout  time.Duration // how long /readyz waits for Redis's PONG
+	stopping     atomic.Bool   // a signal arrived: not ready, so balancers stop sending
+}
+
+func (a *admin) handler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok") // the process serves
+	})
+	mux.HandleFunc("GET /readyz", a.ready)
+	return mux
+}
+
+// ready answers 200 while the proxy should get traffic: Redis answers PING
+// and invalidation tracking is on (or off by choice, or refused by Redis, in
+// which case entries live out their TTLs); 503 with the reason otherwise,
+// and from the moment SIGINT or SIGTERM arrives, before the drain.
+func (a *admin) ready(w http.ResponseWriter, r *http.Request) {
+	notReady := func(why string) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, why)
+	}
+	if a.stopping.Load() {
+		notReady("shutting down")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.pingTimeout)
+	defer cancel()
+	if err := a.be.Ping(ctx); err != nil {
+		notReady("redis: " + err.Error())
+		return
+	}
+	if state := a.be.TrackingState(); a.invalidation && state == "reconnecting" {
+		notReady("invalidation tracking: " + state)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("redis_proxy_"+name, help, labels, nil)
+}
+
+var (
+	descRequests      = desc("requests_total", "Requests answered or queued, by protocol (RESP commands, HTTP requests).", "protocol")
+	descHits          = desc("cache_hits_total", "Lookups answered from the cache (Redis's keyspace_hits).")
+	descMisses        = desc("cache_misses_total", "Lookups the cache could not answer (Redis's keyspace_misses).")
+	descEvictions     = desc("cache_evictions_total", "Entries dropped to make room.")
+	descExpirations   = desc("cache_expirations_total", "Entries dropped because their deadline passed.")
+	descInvalidations = desc("cache_invalidations_total", "Entries dropped because Redis said their key changed, or the cache was cleared.")
+	descKeys          = desc("cache_keys", "Keys cached.")
+	descBytes         = desc("cache_bytes", "Bytes of keys and values cached.")
+	descArenaBytes    = desc("cache_arena_bytes", "Bytes the cache's arenas hold, used or free.")
+	descFetches       = desc("backend_fetches_total", "GETs sent to Redis.")
+	descErrors        = desc("backend_errors_total", "GETs that ended in an error (a missing key is not one).")
+	descCoalesced     = desc("backend_coalesced_total", "Fetches that joined a GET of the same key already under way.")
+	descQueued        = desc("backend_queued_jobs", "Batches of GETs waiting for a backend worker.")
+	descInFlight      = desc("backend_in_flight", "Fetches asked for whose answers have not reached their connections yet.")
+	descUp            = desc("backend_up", "1 unless the last GET failed to reach Redis.")
+	descTracking      = desc("tracking_state", "Invalidation tracking: 1 for the current state (on, off, reconnecting, unsupported).", "state")
+	descOpen          = desc("connections_open", "Client connections open (counted against --max-clients).")
+	descAccepted      = desc("connections_accepted_total", "Client connections accepted.")
+	descRefused       = desc("connections_refused_total", "Client connections refused over --max-clients.")
+	descLoops         = desc("event_loops", "Event loops serving clients.")
+	descLatency       = desc("backend_fetch_duration_seconds", "Round trip of a GET to Redis (the miss path only).")
+	descBuild         = desc("build_info", "The proxy's version; always 1.", "version", "goversion")
+)
+
+// Describe sends nothing: the metrics are built at each scrape (an
+// "unchecked" collector), from counters the proxy keeps anyway.
+func (a *admin) Describe(chan<- *prometheus.Desc) {}
+
+func (a *admin) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	ss, cs, bs := a.srv.Stats(), a.cache.Stats(), a.be.Stats()
+	counter(descRequests, ss.RESPCommands, "resp")
+	counter(descRequests, ss.HTTPRequests, "http")
+	counter(descHits, cs.Hits)
+	counter(descMisses, cs.Misses)
+	counter(descEvictions, cs.Evictions)
+	counter(descExpirations, cs.Expirations)
+	counter(descInvalidations, cs.Invalidations)
+	gauge(descKeys, float64(cs.Len))
+	gauge(descBytes, float64(cs.Bytes))
+	gauge(descArenaBytes, float64(cs.ArenaBytes))
+	counter(descFetches, bs.Fetches)
+	counter(descErrors, bs.Errors)
+	counter(descCoalesced, bs.Coalesced)
+	gauge(descQueued, float64(bs.Queued))
+	gauge(descInFlight, float64(ss.InFlight))
+	up := 1.0
+	if bs.Down {
+		up = 0
+	}
+	gauge(descUp, up)
+	state := a.be.TrackingState()
+	for _, s := range []string{"on", "off", "reconnecting", "unsupported"} {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		gauge(descTracking, v, s)
+	}
+	gauge(descOpen, float64(ss.Clients))
+	counter(descAccepted, ss.Accepted)
+	counter(descRefused, ss.Rejected)
+	gauge(descLoops, float64(ss.Loops))
+	buckets := make(map[float64]uint64, len(backend.LatencyBounds))
+	for i, b := range backend.LatencyBounds {
+		buckets[b] = bs.Latency.Buckets[i]
+	}
+	ch <- prometheus.MustNewConstHistogram(descLatency, bs.Latency.Count, bs.Latency.Sum.Seconds(), buckets)
+	gauge(descBuild, 1, version(), runtime.Version())
+}
