@@ -49,6 +49,10 @@ type Config struct {
 	// QueueLen is how many jobs (a FetchMany's new GETs, up to 128 a job)
 	// may wait for a worker; beyond it Fetch refuses with ErrOverloaded.
 	QueueLen int
+	// OnReachable, if set, is called when Redis stops or starts answering
+	// GETs (the first failure to reach it, the first answer after), with
+	// the failure's cause: once per change, from a worker.
+	OnReachable func(up bool, err error)
 	// Versions, if set, tell a value an invalidation overtook: its Version
 	// of a key is taken when a GET of the key is about to be sent and handed
 	// to OnResult with the result; and a fetch does not join a GET under way
@@ -144,11 +148,12 @@ type Client struct {
 	flights  [flightShards]flightShard
 	workers  sync.WaitGroup
 
-	latency   latencyHistogram
-	fetches   atomic.Uint64
-	errors    atomic.Uint64
-	coalesced atomic.Uint64
-	down      atomic.Bool
+	onReachable func(bool, error)
+	latency     latencyHistogram
+	fetches     atomic.Uint64
+	errors      atomic.Uint64
+	coalesced   atomic.Uint64
+	down        atomic.Bool
 }
 
 // New parses cfg, connects to Redis and starts the workers. It fails only for
@@ -168,7 +173,8 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{rc: rc, timeout: cfg.Timeout, fetchTTL: cfg.FetchTTL, versions: cfg.Versions, onResult: cfg.OnResult,
-		jobs: newJobQueue(), queueLen: int64(cfg.QueueLen)}
+		onReachable: cfg.OnReachable,
+		jobs:        newJobQueue(), queueLen: int64(cfg.QueueLen)}
 	for i := range c.flights {
 		c.flights[i].m = make(map[string]*flight)
 	}
@@ -428,17 +434,25 @@ func (c *Client) result(res rueidis.RedisResult) Result {
 	v, err := res.AsBytes()
 	switch {
 	case err == nil:
-		c.down.Store(false)
+		c.setDown(false, nil)
 		return Result{Value: v, Found: true}
 	case rueidis.IsRedisNil(err):
-		c.down.Store(false)
+		c.setDown(false, nil)
 		return Result{}
 	}
 	c.errors.Add(1)
 	err = classify(err)
 	var unavailable *UnavailableError
-	c.down.Store(errors.As(err, &unavailable))
+	c.setDown(errors.As(err, &unavailable), err)
 	return Result{Err: err}
+}
+
+// setDown records whether the last GET failed to reach Redis, and tells
+// OnReachable when that changes.
+func (c *Client) setDown(down bool, err error) {
+	if c.down.Swap(down) != down && c.onReachable != nil {
+		c.onReachable(!down, err)
+	}
 }
 
 // classify turns a rueidis error into ErrTimeout, a ReplyError or an

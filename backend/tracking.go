@@ -37,6 +37,7 @@ type Tracking struct {
 	OnInvalidate  func(keys []string) // these keys changed in Redis
 	OnFlush       func()              // everything was deleted (FLUSHALL, FLUSHDB)
 	OnResync      func()              // tracking is (back) on: invalidations may have been lost
+	OnDrop        func(err error)     // if set: a working tracking connection dropped (tracking reconnects)
 	OnUnsupported func(err error)     // Redis refused CLIENT TRACKING
 }
 
@@ -134,7 +135,10 @@ func (t *tracker) track() (err error, unsupported bool) {
 	t.active.Store(true)
 	defer t.active.Store(false)
 	select {
-	case <-errs:
+	case err := <-errs:
+		if t.OnDrop != nil {
+			t.OnDrop(err)
+		}
 	case <-t.quit:
 	}
 	return nil, false

@@ -343,6 +343,9 @@ type ResponseOptions struct {
 	KeepAlive bool   // false: announce and then close
 	HTTP10    bool   // an HTTP/1.0 keep-alive must be confirmed
 	Date      []byte // the Date header value, which a server with a clock sends
+	// CacheStatus, if set, is sent as the Cache-Status header (RFC 9211),
+	// saying how the cache came by the answer.
+	CacheStatus string
 }
 
 // ResponseOptionsFor returns the framing of the answer to req.
@@ -389,6 +392,10 @@ func appendHead(dst []byte, status int, contentType string, length int, o *Respo
 	dst = appendUint(dst, uint64(length))
 	if status == 405 {
 		dst = append(dst, "\r\nAllow: GET, HEAD"...)
+	}
+	if o.CacheStatus != "" {
+		dst = append(dst, "\r\nCache-Status: "...)
+		dst = append(dst, o.CacheStatus...)
 	}
 	switch {
 	case !o.KeepAlive:

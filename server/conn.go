@@ -715,11 +715,12 @@ func CacheTracking(cache *lru.Cache, prefixes []string, unsupported func(error))
 
 // delivery is a fetch result on its way to its connection's loop.
 type delivery struct {
-	cn   *conn
-	sl   *slot
-	part int
-	key  string
-	r    backend.Result
+	cn    *conn
+	sl    *slot
+	part  int
+	key   string
+	r     backend.Result
+	stale bool // r is a stale value standing in for a failed fetch
 }
 
 // inbox collects a loop's deliveries: fetches complete on backend workers,
@@ -764,7 +765,7 @@ func (s *Server) drainInbox(lp *loop) {
 	touched := lp.touched[:0]
 	for _, d := range batch {
 		s.pending.Add(-1)
-		d.r = s.orStale(d.key, d.r)
+		d.r, d.stale = s.orStale(d.key, d.r)
 		if s.deliver(&d) {
 			touched = append(touched, d.cn)
 		}
@@ -780,19 +781,20 @@ func (s *Server) drainInbox(lp *loop) {
 }
 
 // orStale replaces a failed fetch's result by the key's stale value, if the
-// cache still has one within --stale-if-error. An error reply from Redis
-// (WRONGTYPE) is an answer, not a failure, and stands.
-func (s *Server) orStale(key string, r backend.Result) backend.Result {
+// cache still has one within --stale-if-error, and reports whether it did.
+// An error reply from Redis (WRONGTYPE) is an answer, not a failure, and
+// stands.
+func (s *Server) orStale(key string, r backend.Result) (backend.Result, bool) {
 	if _, isReply := backend.AsReply(r.Err); r.Err == nil || isReply {
-		return r
+		return r, false
 	}
-	s.cache.GetStale([]byte(key), func(v []byte) {
+	stale := s.cache.GetStale([]byte(key), func(v []byte) {
 		if len(v) < lru.KeptValueMin {
 			v = append([]byte(nil), v...)
 		}
 		r = backend.Result{Value: v, Found: true}
 	})
-	return r
+	return r, stale
 }
 
 // deliver fills a slot with a fetch result on its connection's loop, and
@@ -803,7 +805,7 @@ func (s *Server) deliver(d *delivery) (first bool) {
 		return false
 	}
 	sl.inFlight -= fetchCost + len(d.key)
-	s.fill(sl, d.part, d.r)
+	s.fill(sl, d.part, d.r, d.stale)
 	cn.account(sl)
 	first = !cn.touched
 	cn.touched = true
@@ -825,8 +827,9 @@ func (s *Server) answer(cn *conn) {
 	}
 }
 
-// fill encodes a fetch result into its slot.
-func (s *Server) fill(sl *slot, part int, r backend.Result) {
+// fill encodes a fetch result (stale: the stale value standing in for a
+// failed fetch) into its slot.
+func (s *Server) fill(sl *slot, part int, r backend.Result, stale bool) {
 	switch sl.kind {
 	case kindGET:
 		if r.Found && len(r.Value) >= bodyAt {
@@ -838,6 +841,10 @@ func (s *Server) fill(sl *slot, part int, r backend.Result) {
 		sl.ready = true
 	case kindHTTP:
 		sl.http.Date = s.dateNow()
+		sl.http.CacheStatus = cacheMiss
+		if stale {
+			sl.http.CacheStatus = cacheStale
+		}
 		if r.Found && len(r.Value) >= bodyAt && !sl.http.Head {
 			sl.out = proto.AppendValueHead(sl.out, &sl.http, len(r.Value))
 			sl.body = r.Value

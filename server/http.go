@@ -16,6 +16,14 @@ import (
 	"github.com/redis-proxy/redis-proxy/proto"
 )
 
+// The Cache-Status of an HTTP answer (RFC 9211): from the cache, fetched on a
+// miss, or the stale value standing in for a failed fetch (--stale-if-error).
+const (
+	cacheHit   = "redis-proxy; hit"
+	cacheMiss  = "redis-proxy; fwd=miss"
+	cacheStale = "redis-proxy; fwd=stale"
+)
+
 // serveHTTP answers the request at the front of buf and returns the bytes it
 // used, 0 if the request is incomplete.
 func (s *Server) serveHTTP(cn *conn, buf []byte) int {
@@ -45,7 +53,8 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		*dst = proto.AppendStatus(*dst, &o, req.Status, req.StatusMsg)
 		return n
 	}
-	var body []byte // a large value, kept by reference (lru.KeptValueMin)
+	var body []byte          // a large value, kept by reference (lru.KeptValueMin)
+	o.CacheStatus = cacheHit // a miss's answer says otherwise (fill)
 	if s.cache.Get(req.Key, func(v []byte) {
 		if len(v) >= bodyAt && !o.Head {
 			body = v

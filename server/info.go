@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis-proxy/redis-proxy/proto"
 )
 
 // loopStats are one loop's request counters, written by the loop only.
@@ -52,58 +54,83 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
-// info renders the proxy's state in Redis INFO format.
-func (s *Server) info() string {
+// infoSections are INFO's sections, in order; "all", "everything" and
+// "default" (and no argument) ask for every one, as in Redis.
+var infoSections = []string{"server", "clients", "memory", "stats", "proxy", "backend", "keyspace"}
+
+// info renders the proxy's state in Redis INFO format: the sections asked
+// for (names as Redis takes them, in any case), every one if none is.
+func (s *Server) info(asked [][]byte) string {
+	want := func(section string) bool {
+		if len(asked) == 0 {
+			return true
+		}
+		for _, a := range asked {
+			if proto.EqualFold(a, section) || proto.EqualFold(a, "all") || proto.EqualFold(a, "everything") || proto.EqualFold(a, "default") {
+				return true
+			}
+		}
+		return false
+	}
 	st := s.Stats()
-	resp, http := st.RESPCommands, st.HTTPRequests
 	cs := s.cache.Stats()
 	bs := s.backend.Stats()
 
 	var b strings.Builder
-	section := func(name string) { fmt.Fprintf(&b, "# %s\r\n", name) }
 	field := func(name string, v any) { fmt.Fprintf(&b, "%s:%v\r\n", name, v) }
-	section("Server")
-	field("redis_version", redisVersion)
-	field("redis_mode", "standalone")
-	field("proxy", "redis-proxy")
-	field("proxy_version", Version)
-	field("process_id", os.Getpid())
-	field("tcp_listen", s.cfg.Listen)
-	field("event_loops", st.Loops)
-	field("uptime_in_seconds", int(time.Since(s.started).Seconds()))
-	b.WriteString("\r\n")
-	status := "up"
-	if bs.Down {
-		status = "down"
+	for _, section := range infoSections {
+		if !want(section) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteString("\r\n")
+		}
+		fmt.Fprintf(&b, "# %s\r\n", strings.ToUpper(section[:1])+section[1:])
+		switch section {
+		case "server":
+			field("redis_version", redisVersion)
+			field("redis_mode", "standalone")
+			field("proxy", "redis-proxy")
+			field("proxy_version", Version)
+			field("process_id", os.Getpid())
+			field("tcp_listen", s.cfg.Listen)
+			field("uptime_in_seconds", int(time.Since(s.started).Seconds()))
+		case "clients":
+			field("connected_clients", st.Clients)
+			field("maxclients", s.cfg.MaxClients)
+		case "memory":
+			field("cached_bytes", cs.Bytes)
+			field("cache_arena_bytes", cs.ArenaBytes)
+		case "stats":
+			field("total_connections_received", st.Accepted)
+			field("rejected_connections", st.Rejected)
+			field("total_commands_processed", st.RESPCommands)
+			field("total_http_requests", st.HTTPRequests)
+			field("keyspace_hits", cs.Hits)
+			field("keyspace_misses", cs.Misses)
+			field("evicted_keys", cs.Evictions)
+			field("expired_keys", cs.Expirations)
+			field("invalidated_keys", cs.Invalidations)
+		case "proxy":
+			field("event_loops", st.Loops)
+			field("cached_keys", cs.Len)
+		case "backend":
+			status := "up"
+			if bs.Down {
+				status = "down"
+			}
+			field("backend_status", status)
+			field("invalidation", s.backend.TrackingState())
+			field("backend_fetches", bs.Fetches)
+			field("backend_coalesced", bs.Coalesced)
+			field("backend_errors", bs.Errors)
+			field("backend_queued_jobs", bs.Queued)
+			field("backend_answers_pending", st.InFlight)
+		case "keyspace":
+			if cs.Len > 0 { // as Redis, which lists only databases that hold keys
+				fmt.Fprintf(&b, "db0:keys=%d,expires=%d,avg_ttl=0\r\n", cs.Len, cs.Len)
+			}
+		}
 	}
-	field("backend_status", status)
-	field("invalidation", s.backend.TrackingState())
-	b.WriteString("\r\n")
-	section("Clients")
-	field("connected_clients", st.Clients)
-	field("maxclients", s.cfg.MaxClients)
-	b.WriteString("\r\n")
-	section("Stats")
-	field("total_connections_received", st.Accepted)
-	field("rejected_connections", st.Rejected)
-	field("total_commands_processed", resp)
-	field("total_http_requests", http)
-	field("keyspace_hits", cs.Hits)
-	field("keyspace_misses", cs.Misses)
-	field("evicted_keys", cs.Evictions)
-	field("expired_keys", cs.Expirations)
-	field("invalidated_keys", cs.Invalidations)
-	field("backend_fetches", bs.Fetches)
-	field("backend_coalesced", bs.Coalesced)
-	field("backend_errors", bs.Errors)
-	field("backend_queued", bs.Queued)
-	field("backend_in_flight", st.InFlight)
-	b.WriteString("\r\n")
-	section("Memory")
-	field("cached_bytes", cs.Bytes)
-	field("cache_arena_bytes", cs.ArenaBytes)
-	b.WriteString("\r\n")
-	section("Keyspace")
-	field("cached_keys", cs.Len)
 	return b.String()
 }

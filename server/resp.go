@@ -94,7 +94,7 @@ func (s *Server) command(cn *conn, args [][]byte) {
 	case proto.EqualFold(name, "hello"):
 		s.reply(cn, s.hello(cn, args))
 	case proto.EqualFold(name, "info"):
-		s.reply(cn, proto.AppendBulkString(nil, s.info()))
+		s.reply(cn, proto.AppendBulkString(nil, s.info(args[1:])))
 	case proto.EqualFold(name, "auth"):
 		s.reply(cn, auth(args))
 	default:

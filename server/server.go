@@ -76,7 +76,9 @@ type Server struct {
 	refusing atomic.Int64 // refused connections waiting to be told so
 	rejected atomic.Uint64
 	accepted atomic.Uint64
-	pending  atomic.Int64 // fetches issued whose answers have not been delivered
+	// refusedLogged is rejected as last logged (OnTick's only).
+	refusedLogged uint64
+	pending       atomic.Int64 // fetches issued whose answers have not been delivered
 
 	date  atomic.Pointer[[]byte] // the HTTP Date header value, refreshed every second
 	clock atomic.Int64           // seconds since started, refreshed every second (idle checks)
@@ -189,6 +191,10 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.updateDate()
 	s.clock.Store(int64(time.Since(s.started) / time.Second))
+	if refused := s.rejected.Load(); refused != s.refusedLogged { // a line a second at most
+		s.log.Warn("clients refused: --max-clients reached", "refused", refused-s.refusedLogged, "max_clients", s.cfg.MaxClients)
+		s.refusedLogged = refused
+	}
 	if s.cfg.IdleTimeout > 0 {
 		s.loopsMu.Lock()
 		for _, lp := range s.loops {

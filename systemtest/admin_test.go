@@ -1,9 +1,12 @@
 package systemtest
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -165,5 +168,138 @@ func TestAdminServer(t *testing.T) {
 	redis.Resume()
 	if v := rc.read(); v.Type().String() != "Error" && !v.IsNull() {
 		t.Fatalf("the held GET was answered %s", show(v))
+	}
+}
+
+// --log-format json: every line is one JSON object; the "started" line gives
+// the configuration without the password; Redis going away and coming back,
+// tracking lost and regained, and refused clients each give one line.
+func TestJSONLogs(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "k", "v")
+	_, port, _ := net.SplitHostPort(redis.Addr)
+	p := startProxy(t, "redis://default:s3cret@127.0.0.1:"+port, "--log-format", "json", "--log-level", "info", "--max-clients", "2")
+	admitted := func() *respConn {
+		var rc *respConn
+		eventually(t, "a client admitted (the start-up probes' connections may still count)", func() string {
+			rc = dialRESP(t, p.addr)
+			if v := rc.do("PING"); v.String() != "PONG" {
+				rc.c.Close()
+				return show(v)
+			}
+			return ""
+		})
+		return rc
+	}
+	rc, _ := admitted(), admitted()
+	if got := respGet(rc, "k"); got != "v" {
+		t.Fatalf("GET k: %q", got)
+	}
+	refused := dialRESP(t, p.addr) // over --max-clients 2
+	refused.write("PING\r\n")
+	if v := refused.read(); !strings.Contains(v.String(), "max number of clients") {
+		t.Fatalf("over --max-clients: %s", show(v))
+	}
+	refused.expectClosed()
+
+	redis.Stop()
+	if got := respGet(rc, "gone"); !strings.HasPrefix(got, "ERR: ERR backend unavailable") {
+		t.Fatalf("GET with Redis stopped: %q", got)
+	}
+	redis.Restart()
+	redis.Do("SET", "back", "1")
+	eventually(t, "a GET through the restarted Redis", func() string {
+		if got := respGet(rc, "back"); got != "1" {
+			return got
+		}
+		return ""
+	})
+	want := []string{"started", "invalidation tracking on", "clients refused: --max-clients reached",
+		"Redis unreachable; misses fail until it answers (cached keys are still served)", "Redis answers again",
+		"invalidation tracking lost; reconnecting (keys cached meanwhile are revalidated)"}
+	eventually(t, "every line logged", func() string {
+		seen := map[string]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(p.stderr.String()), "\n") {
+			var entry map[string]any
+			if err := json.Unmarshal([]byte(line), &entry); err != nil {
+				t.Fatalf("not a JSON line: %q", line)
+			}
+			msg, _ := entry["msg"].(string)
+			seen[msg] = true
+			if msg == "started" && entry["redis"] != "redis://default:xxxxx@127.0.0.1:"+port {
+				t.Fatalf("start-up line: redis %v", entry["redis"])
+			}
+		}
+		for _, w := range want {
+			if !seen[w] {
+				return "no line " + w
+			}
+		}
+		return ""
+	})
+	if strings.Contains(p.stderr.String(), "s3cret") {
+		t.Fatal("the password was logged")
+	}
+}
+
+// INFO is laid out as Redis lays it out: every line in a "# Section", the
+// sections asked for (in any case) or all of them, nothing for an unknown
+// one; after a known sequence of requests its counts are exact.
+func TestInfoSections(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "k", "v")
+	p := startProxy(t, redis.Addr)
+	rc := dialRESP(t, p.addr)
+	before := rc.do("INFO", "stats").String()
+	count := func(info, field string) int {
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, field+":"); ok {
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					t.Fatalf("%s: %q", field, v)
+				}
+				return n
+			}
+		}
+		t.Fatalf("no %s in %q", field, info)
+		return 0
+	}
+	for range 3 {
+		respGet(rc, "k")
+	}
+	respGet(rc, "nothere")
+	dialHTTP(t, p.addr).get("k")
+	after := rc.do("INFO", "STATS").String()
+	for field, want := range map[string]int{
+		"keyspace_hits":            3, // the 2nd and 3rd GET k, and the HTTP one
+		"keyspace_misses":          2, // the 1st GET k, and nothere
+		"total_commands_processed": 5, // 4 GETs and this INFO (the one before counted before it was read)
+		"total_http_requests":      1,
+	} {
+		if got := count(after, field) - count(before, field); got != want {
+			t.Errorf("%s grew by %d, want %d", field, got, want)
+		}
+	}
+	if strings.Contains(after, "# Server") || !strings.HasPrefix(after, "# Stats\r\n") {
+		t.Fatalf("INFO STATS:\n%s", after)
+	}
+	if got := rc.do("INFO", "nosuch").String(); got != "" {
+		t.Fatalf("INFO nosuch: %q", got)
+	}
+	two := rc.do("INFO", "backend", "keyspace").String()
+	if !strings.HasPrefix(two, "# Backend\r\n") || !strings.Contains(two, "\r\n\r\n# Keyspace\r\ndb0:keys=1,") {
+		t.Fatalf("INFO backend keyspace:\n%s", two)
+	}
+	section := ""
+	for _, line := range strings.Split(rc.do("INFO").String(), "\r\n") {
+		switch {
+		case strings.HasPrefix(line, "# "):
+			section = line
+		case line != "" && section == "":
+			t.Fatalf("INFO line outside a section: %q", line)
+		}
+	}
+	if section != "# Keyspace" {
+		t.Fatalf("INFO's last section: %q", section)
 	}
 }

@@ -298,8 +298,10 @@ func TestStaleIfError(t *testing.T) {
 	if got := respGet(rc, "k"); got != "old" {
 		t.Fatalf("expired entry with Redis down: %q, want the stale value", got)
 	}
-	if status, body := dialHTTP(t, p.addr).get("k"); status != 200 || body != "old" {
-		t.Fatalf("HTTP: %d %q", status, body)
+	hc := dialHTTP(t, p.addr)
+	hc.write(getRequest("k"))
+	if res, body := hc.read("GET"); res.StatusCode != 200 || body != "old" || res.Header.Get("Cache-Status") != "redis-proxy; fwd=stale" {
+		t.Fatalf("HTTP: %d %q, Cache-Status %q", res.StatusCode, body, res.Header.Get("Cache-Status"))
 	}
 	if got := respGet(rc, "never-cached"); !strings.HasPrefix(got, "ERR: ERR backend unavailable") {
 		t.Fatalf("uncached key with Redis down: %q", got)

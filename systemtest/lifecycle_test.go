@@ -126,8 +126,8 @@ func TestGracefulShutdown(t *testing.T) {
 	defer redis.Resume() // on a failure below, not to leave it stopped
 	rc.send([]string{"GET", "slow"})
 	eventually(t, "the fetch in flight, Redis hung", func() string {
-		if got := proxyInfo(t, p.addr, "backend_in_flight"); got != "1" {
-			return "backend_in_flight:" + got
+		if got := proxyInfo(t, p.addr, "backend_answers_pending"); got != "1" {
+			return "backend_answers_pending:" + got
 		}
 		return ""
 	})

@@ -245,3 +245,28 @@ func TestHELLO(t *testing.T) {
 	expect("CLIENT GETNAME\r\n", "$3\r\napp\r\n")
 	expect("AUTH secret\r\n", "-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n")
 }
+
+// Every HTTP answer about a key says how the cache came by it (Cache-Status,
+// RFC 9211): fetched on a miss, then from the cache; a missing key is a miss
+// each time (missing keys are not cached).
+func TestCacheStatus(t *testing.T) {
+	redis := redistest.Start(t)
+	redis.Do("SET", "k", "v")
+	p := startProxy(t, redis.Addr)
+	hc := dialHTTP(t, p.addr)
+	for _, c := range []struct {
+		key, status string
+		code        int
+	}{
+		{"k", "redis-proxy; fwd=miss", 200},
+		{"k", "redis-proxy; hit", 200},
+		{"nothere", "redis-proxy; fwd=miss", 404},
+		{"nothere", "redis-proxy; fwd=miss", 404},
+	} {
+		hc.write(getRequest(c.key))
+		res, _ := hc.read("GET")
+		if res.StatusCode != c.code || res.Header.Get("Cache-Status") != c.status {
+			t.Errorf("GET /%s: %d, Cache-Status %q; want %d, %q", c.key, res.StatusCode, res.Header.Get("Cache-Status"), c.code, c.status)
+		}
+	}
+}

@@ -90,7 +90,7 @@ var (
 	descErrors        = desc("backend_errors_total", "GETs that ended in an error (a missing key is not one).")
 	descCoalesced     = desc("backend_coalesced_total", "Fetches that joined a GET of the same key already under way.")
 	descQueued        = desc("backend_queued_jobs", "Batches of GETs waiting for a backend worker.")
-	descInFlight      = desc("backend_in_flight", "Fetches asked for whose answers have not reached their connections yet.")
+	descPending       = desc("backend_answers_pending", "Fetches asked for whose answers have not reached their connections yet.")
 	descUp            = desc("backend_up", "1 unless the last GET failed to reach Redis.")
 	descTracking      = desc("tracking_state", "Invalidation tracking: 1 for the current state (on, off, reconnecting, unsupported).", "state")
 	descOpen          = desc("connections_open", "Client connections open (counted against --max-clients).")
@@ -127,7 +127,7 @@ func (a *admin) Collect(ch chan<- prometheus.Metric) {
 	counter(descErrors, bs.Errors)
 	counter(descCoalesced, bs.Coalesced)
 	gauge(descQueued, float64(bs.Queued))
-	gauge(descInFlight, float64(ss.InFlight))
+	gauge(descPending, float64(ss.InFlight))
 	up := 1.0
 	if bs.Down {
 		up = 0

@@ -53,6 +53,7 @@ type config struct {
 	tcpKeepAlive    time.Duration
 	pinCPUs         bool
 	logLevel        string
+	logFormat       string
 	pprof           string
 	adminListen     string
 	version         bool
@@ -82,6 +83,15 @@ func version() string {
 		return server.Version
 	}
 	return v
+}
+
+// redactedRedis is --redis with any password in it replaced by "xxxxx", for
+// logs.
+func redactedRedis(addr string) string {
+	if u, err := url.Parse(addr); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return addr
 }
 
 // usageError is a configuration error; main prints it as one line and exits 2.
@@ -116,6 +126,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	durationFlag(fs, &c.tcpKeepAlive, "tcp-keepalive", 300*time.Second, 0, "TCP keep-alive period of client sockets, so vanished peers are closed (0 = off)")
 	fs.BoolVar(&c.pinCPUs, "pin-cpus", true, "pin each event loop's thread to its own CPU")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text (logfmt) or json, one object a line")
 	fs.StringVar(&c.pprof, "pprof", "", "`host:port` serving Go's /debug/pprof/ profiles (empty: off)")
 	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9380", "`host:port` of the admin HTTP server: /metrics (Prometheus), /healthz, /readyz (empty: off)")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
@@ -205,6 +216,9 @@ func (c *config) validate() error {
 	}
 	if _, err := logLevel(c.logLevel); err != nil {
 		return err
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		return usageError{fmt.Sprintf("--log-format: must be text or json, got %q", c.logFormat)}
 	}
 	return nil
 }
@@ -446,7 +460,11 @@ func setGCPolicy() {
 
 func run(cfg config) error {
 	level, _ := logLevel(cfg.logLevel)
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var handler slog.Handler = slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	if cfg.logFormat == "json" {
+		handler = slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})
+	}
+	log := slog.New(handler)
 	setGCPolicy()
 
 	cache := lru.New(lru.Config{Capacity: cfg.capacity, MaxBytes: int64(cfg.maxMemory), TTL: cfg.ttl, StaleFor: cfg.staleIfError})
@@ -462,6 +480,14 @@ func run(cfg config) error {
 		tracking = server.CacheTracking(cache, prefixes, func(err error) {
 			log.Warn("Redis refused CLIENT TRACKING; running on TTLs only", "err", err)
 		})
+		resync := tracking.OnResync
+		tracking.OnResync = func() {
+			log.Info("invalidation tracking on")
+			resync()
+		}
+		tracking.OnDrop = func(err error) {
+			log.Warn("invalidation tracking lost; reconnecting (keys cached meanwhile are revalidated)", "err", err)
+		}
 	}
 	be, err := backend.New(backend.Config{
 		Addr:        cfg.redis,
@@ -472,6 +498,13 @@ func run(cfg config) error {
 		OnResult:    server.CacheFill(cache),
 		Tracking:    tracking,
 		FetchTTL:    cfg.respectTTL,
+		OnReachable: func(up bool, err error) {
+			if up {
+				log.Info("Redis answers again", "redis", redactedRedis(cfg.redis))
+			} else {
+				log.Warn("Redis unreachable; misses fail until it answers (cached keys are still served)", "redis", redactedRedis(cfg.redis), "err", err)
+			}
+		},
 	})
 	if err != nil {
 		return usageError{"--redis: " + err.Error()}
@@ -517,6 +550,10 @@ func run(cfg config) error {
 		return err
 	case <-srv.Listening():
 	}
+	// The configuration, once it has proved good: a bad one is one line.
+	log.Info("started", "version", version(), "listen", cfg.listen, "redis", redactedRedis(cfg.redis),
+		"admin", cfg.adminListen, "capacity", cfg.capacity, "max_memory", int64(cfg.maxMemory), "ttl", cfg.ttl.String(),
+		"loops", srv.Stats().Loops, "max_clients", cfg.maxClients, "invalidation", cfg.invalidation)
 	// The first ping only informs, so it runs beside the wait for a signal:
 	// with a long --backend-timeout and a Redis that does not answer, a
 	// SIGTERM must not wait for it.
@@ -524,7 +561,7 @@ func run(cfg config) error {
 	defer stopPing() // before be.Close, deferred earlier
 	go func() {
 		if err := be.Ping(pingCtx); err != nil && !errors.Is(pingCtx.Err(), context.Canceled) {
-			log.Warn("Redis does not answer yet; serving anyway and retrying on each miss", "redis", cfg.redis, "err", err)
+			log.Warn("Redis does not answer yet; serving anyway and retrying on each miss", "redis", redactedRedis(cfg.redis), "err", err)
 		}
 	}()
 

@@ -22,7 +22,7 @@ func TestDefaults(t *testing.T) {
 	want := config{listen: "127.0.0.1:6380", redis: "127.0.0.1:6379", capacity: 100000, ttl: 10 * time.Second,
 		maxClients: 10000, maxParallel: 256, loops: 0, backendTimeout: time.Second, shutdownTimeout: 5 * time.Second,
 		tcpKeepAlive: 300 * time.Second, pinCPUs: true, logLevel: "info", pprof: "", invalidation: true, respectTTL: true,
-		adminListen: "127.0.0.1:9380"}
+		adminListen: "127.0.0.1:9380", logFormat: "text"}
 	if c != want {
 		t.Fatalf("got %+v\nwant %+v", c, want)
 	}
@@ -123,6 +123,7 @@ func TestFlagRanges(t *testing.T) {
 		"log-level":         func(c config) any { return c.logLevel },
 		"pprof":             func(c config) any { return c.pprof },
 		"admin-listen":      func(c config) any { return c.adminListen },
+		"log-format":        func(c config) any { return c.logFormat },
 		"version":           func(c config) any { return c.version },
 	}
 	for _, tc := range []struct {
@@ -240,6 +241,9 @@ func TestFlagRanges(t *testing.T) {
 		{"admin-listen", "9380", nil, "--admin-listen: must be host:port"},
 
 		{"version", "true", true, ""},
+
+		{"log-format", "json", "json", ""},
+		{"log-format", "yaml", nil, `--log-format: must be text or json, got "yaml"`},
 	} {
 		for _, via := range []string{"flag", "env"} {
 			args, vars := []string{"--" + tc.flag + "=" + tc.value}, map[string]string(nil)
