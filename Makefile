@@ -6,7 +6,7 @@ VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/redis-proxy/redis-proxy/server.Version=$(VERSION)
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: help build run test lint deps fuzz microbench gcbench membench bench bench-quick clean
+.PHONY: help build run test lint deps fuzz microbench gcbench membench bench bench-quick docker-test clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 16
@@ -51,6 +51,9 @@ microbench: ## hot-path benchmarks with allocation counts
 
 gcbench: ## GC cost with 1M and 5M cached keys, this cache vs map+list (about a minute)
 	$(GO) test -run '^$$' -bench BenchmarkGC -benchtime 5x ./lru/
+
+docker-test: ## build the image and run redis + proxy + a smoke test with docker compose (needs docker and its compose plugin)
+	docker compose -f docker/compose.yaml up --build --abort-on-container-exit --exit-code-from smoke
 
 membench: build ## RSS per cached key, the proxy and redis-server with the same 500k keys, then 60 s of churn; rewrites its BENCHMARKS.md section (about 2 min)
 	$(GO) run ./bench -mem
