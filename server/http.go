@@ -53,6 +53,7 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		*dst = proto.AppendStatus(*dst, &o, req.Status, req.StatusMsg)
 		return n
 	}
+	s.sample(cn.lp, req.Key)
 	var body []byte          // a large value, kept by reference (lru.KeptValueMin)
 	o.CacheStatus = cacheHit // a miss's answer says otherwise (fill)
 	if s.cache.Get(req.Key, func(v []byte) {

@@ -9,6 +9,7 @@ package server
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -56,7 +57,7 @@ func (s *Server) Stats() Stats {
 
 // infoSections are INFO's sections, in order; "all", "everything" and
 // "default" (and no argument) ask for every one, as in Redis.
-var infoSections = []string{"server", "clients", "memory", "stats", "proxy", "backend", "keyspace"}
+var infoSections = []string{"server", "clients", "memory", "stats", "proxy", "backend", "hotkeys", "keyspace"}
 
 // info renders the proxy's state in Redis INFO format: the sections asked
 // for (names as Redis takes them, in any case), every one if none is.
@@ -126,6 +127,10 @@ func (s *Server) info(asked [][]byte) string {
 			field("backend_errors", bs.Errors)
 			field("backend_queued_jobs", bs.Queued)
 			field("backend_answers_pending", st.InFlight)
+		case "hotkeys": // the most read keys over about the last minute (hotkeys.go)
+			for i, h := range s.HotKeys(10) {
+				fmt.Fprintf(&b, "hotkey_%d:reads=%d,key=%s\r\n", i+1, h.Reads, strconv.Quote(h.Key))
+			}
 		case "keyspace":
 			if cs.Len > 0 { // as Redis, which lists only databases that hold keys
 				fmt.Fprintf(&b, "db0:keys=%d,expires=%d,avg_ttl=0\r\n", cs.Len, cs.Len)

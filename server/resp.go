@@ -117,6 +117,7 @@ func (s *Server) reply(cn *conn, answer []byte) {
 // get answers GET key: from the cache when it can, else through a fetch.
 func (s *Server) get(cn *conn, key []byte) {
 	sl, dst := cn.answerBuf()
+	s.sample(cn.lp, key)
 	var body []byte // a large value, kept by reference (lru.KeptValueMin)
 	if s.cache.Get(key, func(v []byte) {
 		if len(v) >= bodyAt {
@@ -149,6 +150,9 @@ func (s *Server) mget(cn *conn, keys [][]byte) {
 	sl, dst := cn.answerBuf()
 	start := len(*dst)
 	*dst = proto.AppendArray(*dst, len(keys))
+	for _, k := range keys {
+		s.sample(cn.lp, k)
+	}
 	first := 0
 	for ; first < len(keys); first++ {
 		if !s.cache.Get(keys[first], func(v []byte) { *dst = proto.AppendBulk(*dst, v) }) {

@@ -379,6 +379,8 @@ type loop struct {
 	watchArmed bool          // a check of watched is scheduled
 	watchEvery time.Duration // how long until the next check
 	watchCheck gnet.Runnable // runs Server.checkWatched on this loop
+
+	hot hotKeys // a sample of the keys looked up (hotkeys.go)
 }
 
 // loopOf returns the state of c's loop, creating it (and pinning the loop's

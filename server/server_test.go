@@ -419,3 +419,45 @@ func TestMissesOfABatchGoTogether(t *testing.T) {
 		t.Fatalf("answers %q", got)
 	}
 }
+
+// The hot keys are the most read ones, counted from a sample of the loops'
+// lookups (GET, MGET keys, HTTP), with no allocation on the way; they age
+// out after about a minute without reads.
+func TestHotKeys(t *testing.T) {
+	s, lp := newTestServer(t, nil)
+	s.cache.Set("hot", []byte("v"))
+	s.cache.Set("warm", []byte("v"))
+	rc, hc := lp.open(t), lp.open(t)
+	for i := range 100 * sampleEvery {
+		c := rc
+		switch {
+		case i%10 < 6:
+			c.send("GET hot\r\n")
+		case i%10 < 8:
+			c = hc
+			c.send("GET /warm HTTP/1.1\r\n\r\n")
+		case i%10 < 9:
+			c.send("MGET warm warm\r\n")
+		default:
+			cold := fmt.Sprintf("cold:%d", i) // many keys read once each
+			s.cache.Set(cold, []byte("v"))
+			c.send("GET " + cold + "\r\n")
+		}
+		if c.closed || c.takeOut() == "" {
+			t.Fatalf("request %d not answered", i)
+		}
+	}
+	hot := s.HotKeys(2)
+	if len(hot) != 2 || hot[0].Key != "hot" || hot[1].Key != "warm" {
+		t.Fatalf("hot keys %+v, want hot then warm", hot)
+	}
+	total := 100 * sampleEvery
+	// Lookups: hot 6 of every 11, warm 4 (the MGET looks it up twice).
+	if r := hot[0].Reads; r < uint64(total)*5/10 || r > uint64(total)*7/10 {
+		t.Fatalf("hot: about %d reads estimated, %d made", r, total*6/10)
+	}
+	s.clock.Store(s.clock.Load() + 2*hotWindow) // a minute without reads
+	if hot := s.HotKeys(2); len(hot) != 0 {
+		t.Fatalf("hot keys a minute later: %+v", hot)
+	}
+}

@@ -134,9 +134,28 @@ func TestAdminServer(t *testing.T) {
 		value(t, m, name)
 	}
 
+	// The hot keys: about 256 reads of k in a row lead the sample.
+	for range 256 {
+		rc.send([]string{"GET", "k"})
+	}
+	for range 256 {
+		rc.read()
+	}
+	code, body := adminGet(t, admin, "/debug/hotkeys")
+	var hot []struct {
+		Key   string `json:"key"`
+		Reads int    `json:"reads"`
+	}
+	if err := json.Unmarshal([]byte(body), &hot); code != 200 || err != nil || len(hot) == 0 || hot[0].Key != "k" || hot[0].Reads < 192 {
+		t.Fatalf("/debug/hotkeys: %d %q (%v)", code, body, err)
+	}
+	if info := rc.do("INFO", "hotkeys").String(); !strings.HasPrefix(info, fmt.Sprintf("# Hotkeys\r\nhotkey_1:reads=%d,key=\"k\"\r\n", hot[0].Reads)) {
+		t.Fatalf("INFO hotkeys: %q", info)
+	}
+
 	// Redis stops answering: not ready, with the reason; back: ready again.
 	redis.Pause()
-	code, body := adminGet(t, admin, "/readyz")
+	code, body = adminGet(t, admin, "/readyz")
 	redis.Resume()
 	if code != 503 || !strings.HasPrefix(body, "redis: ") {
 		t.Fatalf("/readyz with Redis paused: %d %q", code, body)

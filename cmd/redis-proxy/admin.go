@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -23,7 +24,10 @@ import (
 	"github.com/redis-proxy/redis-proxy/server"
 )
 
-// admin serves /metrics, /healthz and /readyz for one proxy.
+// hotKeysShown is how many of the most read keys /debug/hotkeys lists.
+const hotKeysShown = 20
+
+// admin serves /metrics, /healthz, /readyz and /debug/hotkeys for one proxy.
 type admin struct {
 	srv          *server.Server
 	cache        *lru.Cache
@@ -43,6 +47,18 @@ func (a *admin) handler() http.Handler {
 		fmt.Fprintln(w, "ok") // the process serves
 	})
 	mux.HandleFunc("GET /readyz", a.ready)
+	mux.HandleFunc("GET /debug/hotkeys", func(w http.ResponseWriter, _ *http.Request) {
+		type hotKey struct {
+			Key   string `json:"key"`
+			Reads uint64 `json:"reads"`
+		}
+		hot := []hotKey{}
+		for _, h := range a.srv.HotKeys(hotKeysShown) {
+			hot = append(hot, hotKey{h.Key, h.Reads})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(hot)
+	})
 	return mux
 }
 
