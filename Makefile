@@ -19,12 +19,15 @@ run: build ## start redis-server on 6379 if none answers, then the proxy on 6380
 
 # Unit tests and the system tests run under the race detector; then the
 # tests that -race would distort (memory sizes: TestMemoryOverhead and
-# TestClearGivesMemoryBack, built !race) run without it; the system tests
-# then run once more against a race-enabled build of the binary, which exits
-# (code 66) at the first data race in the proxy itself.
+# TestClearGivesMemoryBack, built !race) run without it, and the Dockerfile's
+# build step on its own (a full build, kept apart from the timing-sensitive
+# tests); the system tests then run once more against a race-enabled build of
+# the binary, which exits (code 66) at the first data race in the proxy
+# itself.
 test: lint build ## lint, then every test: unit, fuzz seeds, system tests against real redis-server, -race
 	$(GO) test -race -count=1 ./...
 	$(GO) test -count=1 -run 'TestMemoryOverhead|TestClearGivesMemoryBack' ./lru/
+	DOCKER_BUILD_STEP=1 $(GO) test -count=1 -run TestDockerfileBuildStep ./docker/
 	$(GO) build -race -o bin/redis-proxy-race ./cmd/redis-proxy
 	REDIS_PROXY_BIN=$(CURDIR)/bin/redis-proxy-race GORACE=halt_on_error=1 $(GO) test -count=1 ./systemtest/
 

@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,6 +150,7 @@ type Client struct {
 	workers  sync.WaitGroup
 
 	onReachable func(bool, error)
+	reachMu     sync.Mutex // orders OnReachable calls
 	latency     latencyHistogram
 	fetches     atomic.Uint64
 	errors      atomic.Uint64
@@ -188,12 +190,28 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// Redacted is addr with the password of a redis:// URL replaced by "xxxxx",
+// for messages and logs; everything between "://" and the last "@" if the
+// URL does not parse.
+func Redacted(addr string) string {
+	scheme, rest, ok := strings.Cut(addr, "://")
+	at := strings.LastIndexByte(rest, '@')
+	if !ok || at < 0 {
+		return addr
+	}
+	if u, err := url.Parse(addr); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return scheme + "://xxxxx" + rest[at:]
+}
+
 // clientOptions reads a host:port or a redis:// / rediss:// URL.
 func clientOptions(addr string) (rueidis.ClientOption, error) {
 	if strings.Contains(addr, "://") {
 		opt, err := rueidis.ParseURL(addr)
 		if err != nil {
-			return opt, fmt.Errorf("invalid Redis URL %q: %v", addr, err)
+			// Not the parser's message: it quotes the URL, password and all.
+			return opt, fmt.Errorf("invalid Redis URL %q (a password with / # %% ? or @ must be percent-encoded)", Redacted(addr))
 		}
 		return opt, nil
 	}
@@ -443,13 +461,26 @@ func (c *Client) result(res rueidis.RedisResult) Result {
 	c.errors.Add(1)
 	err = classify(err)
 	var unavailable *UnavailableError
-	c.setDown(errors.As(err, &unavailable), err)
+	reply, isReply := AsReply(err)
+	switch {
+	case errors.As(err, &unavailable), isReply && (strings.HasPrefix(string(reply), "NOAUTH") || strings.HasPrefix(string(reply), "WRONGPASS")):
+		c.setDown(true, err) // unreachable, or not letting us in
+	case isReply:
+		c.setDown(false, nil) // an answer (WRONGTYPE...): Redis is there
+	}
+	// A timeout says nothing either way: the state stands.
 	return Result{Err: err}
 }
 
-// setDown records whether the last GET failed to reach Redis, and tells
-// OnReachable when that changes.
+// setDown records whether Redis can be read from, and tells OnReachable
+// when that changes; under reachMu, so that the lines it logs come in the
+// order of the changes.
 func (c *Client) setDown(down bool, err error) {
+	if c.down.Load() == down {
+		return // the common case, without the lock
+	}
+	c.reachMu.Lock()
+	defer c.reachMu.Unlock()
 	if c.down.Swap(down) != down && c.onReachable != nil {
 		c.onReachable(!down, err)
 	}

@@ -580,3 +580,23 @@ func TestFetchTTL(t *testing.T) {
 		t.Fatalf("missing: %+v", r)
 	}
 }
+
+// A password in --redis never reaches a message: Redacted hides it, also in
+// a URL that does not parse.
+func TestRedacted(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:6379":          "127.0.0.1:6379",
+		"redis://h:1/0":           "redis://h:1/0",
+		"redis://u:s3cret@h:1/0":  "redis://u:xxxxx@h:1/0",
+		"rediss://:s3cret@h:1":    "rediss://:xxxxx@h:1",
+		"redis://u:s3#cr/et@h:1":  "redis://xxxxx@h:1",
+		"redis://u:s3%zzcret@h:1": "redis://xxxxx@h:1",
+	} {
+		if got := Redacted(in); got != want || strings.Contains(got, "s3") {
+			t.Errorf("Redacted(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if _, err := New(Config{Addr: "redis://u:s3%zzcret@h:1", Timeout: time.Second, MaxParallel: 1, QueueLen: 1}); err == nil || strings.Contains(err.Error(), "s3") {
+		t.Fatalf("a bad URL's error: %v", err)
+	}
+}

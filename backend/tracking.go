@@ -24,6 +24,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,7 @@ func (t *tracker) run() {
 	defer t.done.Done()
 	backoff := 50 * time.Millisecond
 	for {
+		began := time.Now()
 		err, unsupported := t.track()
 		if unsupported {
 			t.unsupported.Store(true)
@@ -80,7 +82,10 @@ func (t *tracker) run() {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)
-		if err == nil { // tracking was up until the drop: start quick again
+		// Tracking was up for a while until the drop: start quick again.
+		// Not after a connection that died at once (a middlebox that cuts
+		// it): that would log on/lost pairs many times a second.
+		if err == nil && time.Since(began) >= time.Second {
 			backoff = 50 * time.Millisecond
 		}
 	}
@@ -136,6 +141,9 @@ func (t *tracker) track() (err error, unsupported bool) {
 	defer t.active.Store(false)
 	select {
 	case err := <-errs:
+		if err == nil { // the invalidation hook took the error first
+			err = errors.New("tracking connection closed")
+		}
 		if t.OnDrop != nil {
 			t.OnDrop(err)
 		}

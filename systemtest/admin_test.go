@@ -85,7 +85,8 @@ func TestAdminServer(t *testing.T) {
 	redis := redistest.Start(t)
 	redis.Do("SET", "k", "v")
 	admin := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
-	p := startProxy(t, redis.Addr, "--admin-listen", admin, "--backend-timeout", "300ms")
+	// A held GET must outlast the checks made while the proxy drains.
+	p := startProxy(t, redis.Addr, "--admin-listen", admin, "--backend-timeout", "3s")
 
 	if code, body := adminGet(t, admin, "/healthz"); code != 200 || body != "ok\n" {
 		t.Fatalf("/healthz: %d %q", code, body)
@@ -168,7 +169,7 @@ func TestAdminServer(t *testing.T) {
 	})
 
 	// SIGTERM while a miss is held up: not ready at once, while the proxy
-	// still drains (the miss is answered once Redis is back).
+	// still drains (the miss is answered once Redis is back, within its 3 s).
 	redis.Pause()
 	rc.send([]string{"GET", "held"})
 	time.Sleep(50 * time.Millisecond) // the GET reaches the held Redis

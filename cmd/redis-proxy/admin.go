@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,9 @@ import (
 	"github.com/redis-proxy/redis-proxy/lru"
 	"github.com/redis-proxy/redis-proxy/server"
 )
+
+// buildVersion is version(), read once.
+var buildVersion = sync.OnceValue(version)
 
 // hotKeysShown is how many of the most read keys /debug/hotkeys lists.
 const hotKeysShown = 20
@@ -75,10 +79,26 @@ func (a *admin) ready(w http.ResponseWriter, r *http.Request) {
 		notReady("shutting down")
 		return
 	}
+	select {
+	case <-a.srv.Listening():
+	default:
+		notReady("starting")
+		return
+	}
+	// The PING runs apart, so that the answer is bounded by pingTimeout
+	// even where rueidis waits for a dial without looking at the context.
 	ctx, cancel := context.WithTimeout(r.Context(), a.pingTimeout)
 	defer cancel()
-	if err := a.be.Ping(ctx); err != nil {
-		notReady("redis: " + err.Error())
+	pinged := make(chan error, 1)
+	go func() { pinged <- a.be.Ping(ctx) }()
+	select {
+	case err := <-pinged:
+		if err != nil {
+			notReady("redis: " + err.Error())
+			return
+		}
+	case <-ctx.Done():
+		notReady("redis: no PONG within " + a.pingTimeout.String())
 		return
 	}
 	if state := a.be.TrackingState(); a.invalidation && state == "reconnecting" {
@@ -166,5 +186,5 @@ func (a *admin) Collect(ch chan<- prometheus.Metric) {
 		buckets[b] = bs.Latency.Buckets[i]
 	}
 	ch <- prometheus.MustNewConstHistogram(descLatency, bs.Latency.Count, bs.Latency.Sum.Seconds(), buckets)
-	gauge(descBuild, 1, version(), runtime.Version())
+	gauge(descBuild, 1, buildVersion(), runtime.Version())
 }

@@ -85,15 +85,6 @@ func version() string {
 	return v
 }
 
-// redactedRedis is --redis with any password in it replaced by "xxxxx", for
-// logs.
-func redactedRedis(addr string) string {
-	if u, err := url.Parse(addr); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	return addr
-}
-
 // usageError is a configuration error; main prints it as one line and exits 2.
 type usageError struct{ msg string }
 
@@ -256,7 +247,7 @@ func checkRedis(addr string) error {
 		port = p
 	}
 	if port != "" && checkPort(port) != nil {
-		return usageError{fmt.Sprintf("--redis: the port must be 1 to 65535, got %q in %q", port, addr)}
+		return usageError{fmt.Sprintf("--redis: the port must be 1 to 65535, got %q in %q", port, backend.Redacted(addr))}
 	}
 	return nil
 }
@@ -500,9 +491,9 @@ func run(cfg config) error {
 		FetchTTL:    cfg.respectTTL,
 		OnReachable: func(up bool, err error) {
 			if up {
-				log.Info("Redis answers again", "redis", redactedRedis(cfg.redis))
+				log.Info("Redis answers again", "redis", backend.Redacted(cfg.redis))
 			} else {
-				log.Warn("Redis unreachable; misses fail until it answers (cached keys are still served)", "redis", redactedRedis(cfg.redis), "err", err)
+				log.Warn("Redis unreachable; misses fail until it answers (cached keys are still served)", "redis", backend.Redacted(cfg.redis), "err", err)
 			}
 		},
 	})
@@ -529,14 +520,18 @@ func run(cfg config) error {
 		go func() { _ = http.Serve(l, nil) }()
 	}
 
+	// A readiness probe gives up after 1 s by default (Kubernetes): /readyz
+	// answers before that.
 	adm := &admin{srv: srv, cache: cache, be: be, invalidation: cfg.invalidation,
-		pingTimeout: min(cfg.backendTimeout, time.Second)}
+		pingTimeout: min(cfg.backendTimeout, 500*time.Millisecond)}
 	if cfg.adminListen != "" {
 		l, err := net.Listen("tcp", cfg.adminListen)
 		if err != nil {
 			return fmt.Errorf("--admin-listen %s: %v", cfg.adminListen, err)
 		}
-		go func() { _ = http.Serve(l, adm.handler()) }()
+		hs := &http.Server{Handler: adm.handler(), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(handler, slog.LevelWarn)}
+		go func() { _ = hs.Serve(l) }()
 	}
 
 	served := make(chan error, 1)
@@ -551,7 +546,7 @@ func run(cfg config) error {
 	case <-srv.Listening():
 	}
 	// The configuration, once it has proved good: a bad one is one line.
-	log.Info("started", "version", version(), "listen", cfg.listen, "redis", redactedRedis(cfg.redis),
+	log.Info("started", "version", version(), "listen", cfg.listen, "redis", backend.Redacted(cfg.redis),
 		"admin", cfg.adminListen, "capacity", cfg.capacity, "max_memory", int64(cfg.maxMemory), "ttl", cfg.ttl.String(),
 		"loops", srv.Stats().Loops, "max_clients", cfg.maxClients, "invalidation", cfg.invalidation)
 	// The first ping only informs, so it runs beside the wait for a signal:
@@ -561,7 +556,7 @@ func run(cfg config) error {
 	defer stopPing() // before be.Close, deferred earlier
 	go func() {
 		if err := be.Ping(pingCtx); err != nil && !errors.Is(pingCtx.Err(), context.Canceled) {
-			log.Warn("Redis does not answer yet; serving anyway and retrying on each miss", "redis", redactedRedis(cfg.redis), "err", err)
+			log.Warn("Redis does not answer yet; serving anyway and retrying on each miss", "redis", backend.Redacted(cfg.redis), "err", err)
 		}
 	}()
 

@@ -144,6 +144,7 @@ func TestFlagRanges(t *testing.T) {
 		{"redis", "redis.internal:6379", "redis.internal:6379", ""},
 		{"redis", "redis://u:p@h:1/2", "redis://u:p@h:1/2", ""},
 		{"redis", "rediss://h", "rediss://h", ""},
+		{"redis", "redis://u:s3cret@h:99999", nil, `--redis: the port must be 1 to 65535, got "99999" in "redis://u:xxxxx@h:99999"`},
 		{"redis", "h:65536", nil, `--redis: the port must be 1 to 65535, got "65536" in "h:65536"`},
 		{"redis", "redis://h:0/0", nil, "--redis: the port must be 1 to 65535"},
 
