@@ -32,6 +32,7 @@ redis-proxy on $listen, backed by $redis. Try, from another terminal:
   redis-cli -p $port GET greeting               # read through the proxy (RESP)
   curl -i http://$listen/greeting        # read through the proxy (HTTP)
   redis-benchmark -p $port -t get -q            # load it
+  curl http://127.0.0.1:9380/metrics            # its metrics (the admin server; also /healthz, /readyz)
 Ctrl-C stops it.
 MSG
 

@@ -765,7 +765,9 @@ func (s *Server) drainInbox(lp *loop) {
 	touched := lp.touched[:0]
 	for _, d := range batch {
 		s.pending.Add(-1)
-		d.r, d.stale = s.orStale(d.key, d.r)
+		if d.r, d.stale = s.orStale(d.key, d.r); d.stale {
+			s.staleAnswers.Add(1)
+		}
 		if s.deliver(&d) {
 			touched = append(touched, d.cn)
 		}

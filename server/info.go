@@ -38,6 +38,7 @@ type Stats struct {
 	Accepted     uint64 // connections accepted
 	Rejected     uint64 // connections refused over --max-clients
 	InFlight     int64  // fetches asked for whose answers are not delivered yet
+	StaleAnswers uint64 // failed fetches answered with a stale value (--stale-if-error)
 	Loops        int    // event loops
 }
 
@@ -45,7 +46,7 @@ type Stats struct {
 // here, so that reading them costs the request path nothing.
 func (s *Server) Stats() Stats {
 	st := Stats{Clients: s.clients.Load(), Accepted: s.accepted.Load(), Rejected: s.rejected.Load(),
-		InFlight: s.pending.Load(), Loops: s.cfg.Loops}
+		InFlight: s.pending.Load(), Loops: s.cfg.Loops, StaleAnswers: s.staleAnswers.Load()}
 	s.loopsMu.Lock()
 	for _, lp := range s.loops {
 		st.RESPCommands += lp.stats.respCommands.Load()
@@ -112,6 +113,7 @@ func (s *Server) info(asked [][]byte) string {
 			field("evicted_keys", cs.Evictions)
 			field("expired_keys", cs.Expirations)
 			field("invalidated_keys", cs.Invalidations)
+			field("stale_answers", st.StaleAnswers)
 		case "proxy":
 			field("event_loops", st.Loops)
 			field("cached_keys", cs.Len)

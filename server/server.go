@@ -72,10 +72,11 @@ type Server struct {
 	booted   chan struct{} // closed once the engine is up and eng is set
 	draining atomic.Bool   // set by Shutdown: new connections are closed at once
 
-	clients  atomic.Int64 // open connections counted against MaxClients
-	refusing atomic.Int64 // refused connections waiting to be told so
-	rejected atomic.Uint64
-	accepted atomic.Uint64
+	clients      atomic.Int64 // open connections counted against MaxClients
+	refusing     atomic.Int64 // refused connections waiting to be told so
+	rejected     atomic.Uint64
+	accepted     atomic.Uint64
+	staleAnswers atomic.Uint64 // failed fetches answered with a stale value
 	// refusedLogged is rejected as last logged (OnTick's only).
 	refusedLogged uint64
 	pending       atomic.Int64 // fetches issued whose answers have not been delivered

@@ -303,6 +303,9 @@ func TestStaleIfError(t *testing.T) {
 	if res, body := hc.read("GET"); res.StatusCode != 200 || body != "old" || res.Header.Get("Cache-Status") != "redis-proxy; fwd=stale" {
 		t.Fatalf("HTTP: %d %q, Cache-Status %q", res.StatusCode, body, res.Header.Get("Cache-Status"))
 	}
+	if got := proxyInfo(t, p.addr, "stale_answers"); got != "2" {
+		t.Fatalf("stale_answers %s, want 2", got)
+	}
 	if got := respGet(rc, "never-cached"); !strings.HasPrefix(got, "ERR: ERR backend unavailable") {
 		t.Fatalf("uncached key with Redis down: %q", got)
 	}
