@@ -36,7 +36,7 @@ func loopsSweep(lb *lab, redis *target, s settings) []loopsRow {
 			t := lb.start(fmt.Sprintf("redis-proxy (%d loops on %q)", l, proxyCPUs), addr, argv...)
 			t.backend = redis
 			load(redis, keys, valueSize, t)
-			r := loopsRow{loops: l, proxyCPUs: proxyCPUs, benchCPUs: benchCPUs, defaultChoice: l == max(1, cpus/2)}
+			r := loopsRow{loops: l, proxyCPUs: proxyCPUs, benchCPUs: benchCPUs, defaultChoice: l == max(1, cpus/2)} // server.DefaultLoops' rule, on these CPUs
 			r.p1 = median(s.runs, func() result { return pinnedBenchmark(benchCPUs, t, 1, s.requestsP1/2) })
 			r.p16 = median(s.runs, func() result { return pinnedBenchmark(benchCPUs, t, 16, s.requestsP16/2) })
 			progress("loops %d, proxy on CPUs %q, redis-benchmark on %q: -P 1 %s, -P 16 %s", l, proxyCPUs, benchCPUs, r.p1, r.p16)
@@ -58,10 +58,11 @@ func loopsSweep(lb *lab, redis *target, s settings) []loopsRow {
 // pinnedBenchmark is redisBenchmark with redis-benchmark run under taskset
 // on cpus ("" = no taskset).
 func pinnedBenchmark(cpus string, t *target, pipeline, requests int) result {
-	if cpus == "" {
-		return redisBenchmark(t, keys, 50, pipeline, requests)
+	var taskset []string
+	if cpus != "" {
+		taskset = []string{"taskset", "-c", cpus}
 	}
-	return redisBenchmarkWith([]string{"taskset", "-c", cpus}, t, keys, 50, pipeline, requests)
+	return redisBenchmarkWith(taskset, t, keys, 50, pipeline, requests)
 }
 
 // cpuList is the taskset list "from-(to-1)" of CPU numbers.

@@ -124,16 +124,23 @@ func (lb *lab) startRedis() *target {
 // every one through each proxy given, so that their caches hold them all.
 func load(redis *target, keys, valueSize int, warm ...*target) {
 	value := strings.Repeat("v", valueSize)
-	pipe(redis.addr, keys, func(i int) string {
-		k := fmt.Sprintf("key:%012d", i)
-		return fmt.Sprintf("*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(k), k, len(value), value)
-	})
+	pipe(redis.addr, keys, func(i int) string { return setCommand(i, value) })
 	for _, t := range warm {
-		pipe(t.addr, keys, func(i int) string {
-			k := fmt.Sprintf("key:%012d", i)
-			return fmt.Sprintf("*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", len(k), k)
-		})
+		pipe(t.addr, keys, getCommand)
 	}
+}
+
+// benchKey is the i-th key, as redis-benchmark -r names it: 16 bytes.
+func benchKey(i int) string { return fmt.Sprintf("key:%012d", i) }
+
+func setCommand(i int, value string) string {
+	k := benchKey(i)
+	return fmt.Sprintf("*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(k), k, len(value), value)
+}
+
+func getCommand(i int) string {
+	k := benchKey(i)
+	return fmt.Sprintf("*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", len(k), k)
 }
 
 // pipe sends n commands to addr and reads n replies (each one line, or a

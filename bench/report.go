@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/redis-proxy/redis-proxy/server"
 )
 
 const (
@@ -103,7 +105,7 @@ func (rep *report) markdown(svgRel string) string {
 	w("## Side by side: `make bench` (%s)\n\n", rep.started.UTC().Format("2006-01-02 15:04 UTC"))
 	w("Machine: %s, %d CPUs; Go %s. Versions: %s.\n", cpuModel(), runtime.NumCPU(), runtime.Version(), versions())
 	w("redis-proxy runs with its defaults (%d event loop(s), half the CPUs, each pinned to its own CPU) plus: hits `%s`, misses `%s` (nothing is cached, so every GET goes to Redis).\n",
-		max(1, runtime.NumCPU()/2), rep.proxyFlags[hits], rep.proxyFlags[miss])
+		server.DefaultLoops(), rep.proxyFlags[hits], rep.proxyFlags[miss])
 	w("Every configuration ran %d time(s); the median is shown, and ratios are to the other target measured in the same run. "+
 		"Everything, load generators included, shares the same %d CPUs. %d keys of %d bytes. Took %v.\n\n",
 		rep.runs, runtime.NumCPU(), keys, valueSize, rep.finished.Sub(rep.started).Round(time.Second))

@@ -497,6 +497,23 @@ func (cn *conn) bodyStalled() bool {
 	return cn.queued() > 0 && cn.queue[cn.head].ready && cn.queue[cn.head].body != nil
 }
 
+// referBulk answers in sl with v as a RESP bulk, v written by reference
+// (bodyAt).
+func (sl *slot) referBulk(v []byte) {
+	sl.out = proto.AppendBulkHeader(sl.out, len(v))
+	sl.body, sl.bodyCRLF = v, true
+}
+
+// referValue answers in sl with v as an HTTP 200, v written by reference.
+func (sl *slot) referValue(o *proto.ResponseOptions, v []byte) {
+	sl.out = proto.AppendValueHead(sl.out, o, len(v))
+	sl.body = v
+}
+
+// fetchBytes is what a fetch of key in flight counts against its
+// connection's queued bytes and an MGET's bound.
+func fetchBytes[K string | []byte](key K) int { return fetchCost + len(key) }
+
 // bodyQueued reports whether a large value waits in cn's FIFO.
 func (cn *conn) bodyQueued() bool {
 	for _, sl := range cn.queue[cn.head:] {
@@ -623,7 +640,7 @@ func (s *Server) checkOutput(cn *conn) bool {
 // (CacheFill) before anyone is answered.
 func (s *Server) fetch(cn *conn, sl *slot, key string, part int) {
 	s.pending.Add(1)
-	sl.inFlight += fetchCost + len(key)
+	sl.inFlight += fetchBytes(key)
 	lp := cn.lp
 	if lp.misses.sentBatch == nil {
 		lp.misses.sentBatch = s.batches.Get().(*sentBatch)
@@ -715,12 +732,11 @@ func CacheTracking(cache *lru.Cache, prefixes []string, unsupported func(error))
 
 // delivery is a fetch result on its way to its connection's loop.
 type delivery struct {
-	cn    *conn
-	sl    *slot
-	part  int
-	key   string
-	r     backend.Result
-	stale bool // r is a stale value standing in for a failed fetch
+	cn   *conn
+	sl   *slot
+	part int
+	key  string
+	r    backend.Result
 }
 
 // inbox collects a loop's deliveries: fetches complete on backend workers,
@@ -765,9 +781,6 @@ func (s *Server) drainInbox(lp *loop) {
 	touched := lp.touched[:0]
 	for _, d := range batch {
 		s.pending.Add(-1)
-		if d.r, d.stale = s.orStale(d.key, d.r); d.stale {
-			s.staleAnswers.Add(1)
-		}
 		if s.deliver(&d) {
 			touched = append(touched, d.cn)
 		}
@@ -803,11 +816,15 @@ func (s *Server) orStale(key string, r backend.Result) (backend.Result, bool) {
 // reports whether the connection was not yet among those to answer.
 func (s *Server) deliver(d *delivery) (first bool) {
 	cn, sl := d.cn, d.sl
+	r, stale := s.orStale(d.key, d.r)
+	if stale {
+		s.staleAnswers.Add(1)
+	}
 	if cn.closed {
 		return false
 	}
-	sl.inFlight -= fetchCost + len(d.key)
-	s.fill(sl, d.part, d.r, d.stale)
+	sl.inFlight -= fetchBytes(d.key)
+	s.fill(sl, d.part, r, stale)
 	cn.account(sl)
 	first = !cn.touched
 	cn.touched = true
@@ -835,8 +852,7 @@ func (s *Server) fill(sl *slot, part int, r backend.Result, stale bool) {
 	switch sl.kind {
 	case kindGET:
 		if r.Found && len(r.Value) >= bodyAt {
-			sl.out = proto.AppendBulkHeader(sl.out, len(r.Value))
-			sl.body, sl.bodyCRLF = r.Value, true
+			sl.referBulk(r.Value)
 		} else {
 			sl.out = appendRESPResult(sl.out, r, sl.resp3)
 		}
@@ -848,8 +864,7 @@ func (s *Server) fill(sl *slot, part int, r backend.Result, stale bool) {
 			sl.http.CacheStatus = cacheStale
 		}
 		if r.Found && len(r.Value) >= bodyAt && !sl.http.Head {
-			sl.out = proto.AppendValueHead(sl.out, &sl.http, len(r.Value))
-			sl.body = r.Value
+			sl.referValue(&sl.http, r.Value)
 		} else {
 			sl.out = appendHTTPResult(sl.out, &sl.http, r)
 		}

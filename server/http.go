@@ -64,9 +64,7 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		}
 	}) {
 		if body != nil {
-			sl = cn.bodySlot(sl)
-			sl.out = proto.AppendValueHead(sl.out, &o, len(body))
-			sl.body = body
+			cn.bodySlot(sl).referValue(&o, body)
 		}
 		return n
 	}

@@ -127,9 +127,7 @@ func (s *Server) get(cn *conn, key []byte) {
 		}
 	}) {
 		if body != nil {
-			sl = cn.bodySlot(sl)
-			sl.out = proto.AppendBulkHeader(sl.out, len(body))
-			sl.body, sl.bodyCRLF = body, true
+			cn.bodySlot(sl).referBulk(body)
 		}
 		return
 	}
@@ -174,11 +172,11 @@ func (s *Server) mget(cn *conn, keys [][]byte) {
 	sl.ready, sl.kind, sl.resp3 = false, kindMGET, cn.resp3
 	sl.parts = make([][]byte, len(keys)-first)
 	missed := []int{0} // keys[first] missed, looked up once: a second look could find it cached and leave nothing to wait for
-	cost := fetchCost + len(keys[first])
+	cost := fetchBytes(keys[first])
 	for i, k := range keys[first+1:] {
 		if !s.cache.Get(k, func(v []byte) { s.addPart(sl, i+1, proto.AppendBulk(nil, v)) }) {
 			missed = append(missed, i+1)
-			cost += fetchCost + len(k)
+			cost += fetchBytes(k)
 		}
 	}
 	if sl.failure == nil && len(sl.out)+sl.partBytes+cost > maxMGETBytes {
