@@ -270,12 +270,14 @@ func (c *Cache) Revalidate() {
 	}
 }
 
-// Remove drops key's entry, if any. Unlike Invalidate, it is not counted
-// and does not keep the values of fetches under way out of the cache: it is
-// for a key that Redis has just said it does not hold.
-func (c *Cache) Remove(key string) {
+// RemoveIfVersion drops key's entry, if any, unless Changed(key, version)
+// (checked under the shard's lock, as SetIfVersion checks it): then a newer
+// fetch may have cached the key's new value, which stays. Unlike Invalidate,
+// it is not counted and does not keep the values of fetches under way out
+// of the cache: it is for a key that Redis has just said it does not hold.
+func (c *Cache) RemoveIfVersion(key string, version uint64) {
 	h := xxhash.Sum64String(key)
-	c.shardOf(h).drop(bytesOf(key), h)
+	c.shardOf(h).drop(bytesOf(key), h, version)
 }
 
 // Clear drops every entry and gives the arenas' memory back.

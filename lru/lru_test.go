@@ -510,7 +510,7 @@ func TestRevalidate(t *testing.T) {
 	if got, ok := get(c, "k"); !ok || got != "fresh" {
 		t.Fatalf("after the refetch: %q %v", got, ok)
 	}
-	c.Remove("j") // Redis says it has no j
+	c.RemoveIfVersion("j", c.Version("j")) // Redis says it has no j
 	if c.GetStale([]byte("j"), func([]byte) {}) {
 		t.Fatal("Remove left the entry")
 	}

@@ -251,11 +251,14 @@ func (s *shard) suspectAll() {
 	}
 }
 
-// drop removes key's entry, if any, without counting an invalidation or
-// disturbing fetches under way.
-func (s *shard) drop(key []byte, h uint64) {
+// drop removes key's entry, if any and unless the key changed since version,
+// without counting an invalidation or disturbing fetches under way.
+func (s *shard) drop(key []byte, h uint64, version uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.changedSince(h, version) {
+		return
+	}
 	if i, pos := s.find(key, h); i != 0 {
 		s.remove(i, pos)
 	}

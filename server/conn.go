@@ -708,8 +708,8 @@ func CacheFill(cache *lru.Cache) func(string, uint64, backend.Result) {
 		switch {
 		case r.Found:
 			cache.SetIfVersion(key, r.Value, r.TTL, version)
-		case (r.Err == nil || isReply) && !cache.Changed(key, version):
-			cache.Remove(key)
+		case r.Err == nil || isReply:
+			cache.RemoveIfVersion(key, version)
 		}
 	}
 }
