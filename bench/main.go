@@ -92,7 +92,7 @@ func main() {
 	started := time.Now()
 	redis := lb.startRedis()
 	pprofAddr := freeAddr()
-	hit := lb.startProxy("redis-proxy (hits)", *proxyBin, redis.addr, "--ttl", "1h", "--capacity", "100000", "--pprof", pprofAddr)
+	hit := lb.startProxy("redis-proxy (hits)", *proxyBin, redis.addr, "--ttl", "1h", "--capacity", "100000", "--admin-listen", pprofAddr, "--pprof")
 	miss := lb.startProxy("redis-proxy (misses)", *proxyBin, redis.addr, "--capacity", "0")
 	missNoTTL := lb.startProxy("redis-proxy (misses, --respect-redis-ttl=false)", *proxyBin, redis.addr, "--capacity", "0", "--respect-redis-ttl=false")
 	ttlOnly := lb.startProxy("redis-proxy (hits, TTL only)", *proxyBin, redis.addr, "--ttl", "1h", "--capacity", "100000", "--invalidation=false")

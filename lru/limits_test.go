@@ -7,29 +7,37 @@ import (
 )
 
 // The longest TTL (and StaleFor) a Config can carry: added to the clock, it
-// overflows int64 at once. The deadline must saturate ("practically never")
-// rather than wrap around into the past, where nothing would ever be served.
+// overflows int64 at once. The deadline must saturate rather than wrap
+// around into the past, where nothing would ever be served.
 const forever = time.Duration(math.MaxInt64)
 
+// A TTL past MaxTTL is MaxTTL: entries are served (with their right age, up
+// to the last second the expiry's stored time can tell) for MaxTTL, and no
+// longer.
 func TestHugeTTLCachesAndServes(t *testing.T) {
-	for _, ttl := range []time.Duration{forever, forever - 1, 2562047 * time.Hour} {
+	for _, ttl := range []time.Duration{forever, forever - 1, 2562047 * time.Hour, MaxTTL + time.Second} {
 		clk := newFake()
 		c := newTest(t, Config{Capacity: 10, TTL: ttl, Now: clk.now, ReapInterval: -1})
 		clk.advance(time.Hour) // a clock past 0, so that clock+ttl overflows
 		c.Set("k", []byte("v"))
 		c.SetIfVersion("redis-ttl", []byte("w"), 0, c.Version("redis-ttl")) // no TTL in Redis: the cache's own
-		clk.advance(100 * 365 * 24 * time.Hour)
+		clk.advance(MaxTTL - time.Second)
 		if n := c.reapExpired(); n != 0 {
 			t.Errorf("ttl %v: the reaper removed %d entries", ttl, n)
 		}
-		if v, ok := get(c, "k"); !ok || v != "v" {
-			t.Errorf("ttl %v: Set, then Get = %q %v, want a hit", ttl, v, ok)
-		}
-		if v, ok := get(c, "redis-ttl"); !ok || v != "w" {
-			t.Errorf("ttl %v: SetIfVersion, then Get = %q %v, want a hit", ttl, v, ok)
+		for k, want := range map[string]string{"k": "v", "redis-ttl": "w"} {
+			var v string
+			var age int64
+			if ok := c.GetAge([]byte(k), func(b []byte, a int64) { v, age = string(b), a }); !ok || v != want || age != int64((MaxTTL-time.Second)/time.Second) {
+				t.Errorf("ttl %v: Get(%s) = %q %v, age %ds, want a hit MaxTTL-1s old", ttl, k, v, ok, age)
+			}
 		}
 		if st := c.Stats(); st.Expirations != 0 || st.Len != 2 {
 			t.Errorf("ttl %v: %+v", ttl, st)
+		}
+		clk.advance(time.Second)
+		if n := c.reapExpired(); n != 2 {
+			t.Errorf("ttl %v: the reaper removed %d entries MaxTTL after they were set, want 2", ttl, n)
 		}
 	}
 }
@@ -70,7 +78,7 @@ func TestHugeStaleFor(t *testing.T) {
 			t.Errorf("ttl %v: Get an hour on hit = %v", ttl, fresh)
 		}
 		var v string
-		if !c.GetStale([]byte("k"), func(b []byte) { v = string(b) }) || v != "v" {
+		if !c.GetStale([]byte("k"), func(b []byte, _ int64) { v = string(b) }) || v != "v" {
 			t.Errorf("ttl %v: GetStale = %q, want the entry", ttl, v)
 		}
 	}

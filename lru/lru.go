@@ -59,7 +59,7 @@ const (
 type Config struct {
 	Capacity int           // most keys; 0 caches nothing
 	MaxBytes int64         // most bytes of keys and values; 0 means no limit
-	TTL      time.Duration // how long an entry lives after it is set; up to Go's longest duration
+	TTL      time.Duration // how long an entry lives after it is set; at most MaxTTL (longer is MaxTTL)
 	// Now is the clock; nil means the monotonic clock. Tests pass their own.
 	Now func() time.Time
 	// ReapInterval is how often the reaper runs: 0 derives it from TTL,
@@ -121,7 +121,7 @@ func newCache(cfg Config, nshards int) *Cache {
 	c := &Cache{
 		shards:     make([]shard, nshards),
 		shift:      shift,
-		ttl:        int64(cfg.TTL),
+		ttl:        int64(min(cfg.TTL, MaxTTL)),
 		clock:      monotonicClock(),
 		stopReaper: make(chan struct{}),
 		reaperDone: make(chan struct{}),
@@ -202,14 +202,20 @@ func (c *Cache) shardOf(h uint64) *shard { return &c.shards[h>>c.shift] }
 // never written again (a new value gets a new one), so visit may keep the
 // slice itself, to read after the call.
 func (c *Cache) Get(key []byte, visit func(value []byte)) bool {
+	return c.GetAge(key, func(v []byte, _ int64) { visit(v) })
+}
+
+// GetAge is Get whose visit also learns how long ago the entry was stored,
+// in whole seconds (what HTTP's Age header says).
+func (c *Cache) GetAge(key []byte, visit func(value []byte, age int64)) bool {
 	h := xxhash.Sum64(key)
 	return c.shardOf(h).get(key, h, c.clock(), visit)
 }
 
-// GetStale is Get for when the value cannot be fetched afresh: it also
+// GetStale is GetAge for when the value cannot be fetched afresh: it also
 // returns an entry whose deadline passed less than StaleFor ago. It does not
 // change the entry's place in the LRU order.
-func (c *Cache) GetStale(key []byte, visit func(value []byte)) bool {
+func (c *Cache) GetStale(key []byte, visit func(value []byte, age int64)) bool {
 	h := xxhash.Sum64(key)
 	return c.shardOf(h).getStale(key, h, c.clock(), visit)
 }
@@ -220,7 +226,7 @@ func (c *Cache) GetStale(key []byte, visit func(value []byte)) bool {
 // not cached (and any older entry for the key is dropped).
 func (c *Cache) Set(key string, value []byte) {
 	h := xxhash.Sum64String(key)
-	c.shardOf(h).set(bytesOf(key), value, h, addSat(c.clock(), c.ttl), anyVersion, false)
+	c.shardOf(h).set(bytesOf(key), value, h, c.clock(), c.ttl, anyVersion, false)
 }
 
 // Version returns a token to take before fetching key's value: store the
@@ -249,7 +255,7 @@ func (c *Cache) SetIfVersion(key string, value []byte, ttl time.Duration, versio
 	if ttl > 0 {
 		life = min(life, int64(ttl))
 	}
-	c.shardOf(h).set(bytesOf(key), value, h, addSat(c.clock(), life), version, true)
+	c.shardOf(h).set(bytesOf(key), value, h, c.clock(), life, version, true)
 }
 
 // Invalidate drops key's entry, if any, and reports whether there was one.

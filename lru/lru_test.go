@@ -157,7 +157,7 @@ func TestStale(t *testing.T) {
 	c.Set("k", []byte("v"))
 	stale := func() (string, bool) {
 		var v string
-		ok := c.GetStale([]byte("k"), func(b []byte) { v = string(b) })
+		ok := c.GetStale([]byte("k"), func(b []byte, _ int64) { v = string(b) })
 		return v, ok
 	}
 	if v, ok := stale(); !ok || v != "v" {
@@ -499,11 +499,11 @@ func TestRevalidate(t *testing.T) {
 		t.Fatal("an entry was served as fresh after Revalidate")
 	}
 	var stale string
-	if !c.GetStale([]byte("k"), func(v []byte) { stale = string(v) }) || stale != "cached" {
+	if !c.GetStale([]byte("k"), func(v []byte, _ int64) { stale = string(v) }) || stale != "cached" {
 		t.Fatalf("GetStale after Revalidate: %q", stale)
 	}
 	c.SetIfVersion("k", []byte("in flight"), 0, before)
-	if c.GetStale([]byte("k"), func(v []byte) { stale = string(v) }); stale != "cached" {
+	if c.GetStale([]byte("k"), func(v []byte, _ int64) { stale = string(v) }); stale != "cached" {
 		t.Fatalf("a value fetched before Revalidate replaced the entry: %q", stale)
 	}
 	c.SetIfVersion("k", []byte("fresh"), 0, c.Version("k"))
@@ -511,7 +511,7 @@ func TestRevalidate(t *testing.T) {
 		t.Fatalf("after the refetch: %q %v", got, ok)
 	}
 	c.RemoveIfVersion("j", c.Version("j")) // Redis says it has no j
-	if c.GetStale([]byte("j"), func([]byte) {}) {
+	if c.GetStale([]byte("j"), func(_ []byte, _ int64) {}) {
 		t.Fatal("Remove left the entry")
 	}
 	if c.Changed("k", c.Version("k")) {

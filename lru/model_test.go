@@ -17,7 +17,8 @@ import (
 
 type modelEntry struct {
 	value    []byte
-	expireAt int64
+	expireAt int64 // in ns, rounded up to a whole ms as the cache keeps deadlines
+	storedAt int64
 }
 
 type modelShard struct {
@@ -45,27 +46,29 @@ func (m *modelShard) touch(k string) {
 	m.order = slices.Insert(m.order, 0, k)
 }
 
-func (m *modelShard) get(k string, now int64) ([]byte, bool) {
+// get returns k's value and its age in whole seconds.
+func (m *modelShard) get(k string, now int64) ([]byte, int64, bool) {
 	e, ok := m.entries[k]
 	if !ok {
-		return nil, false
+		return nil, 0, false
 	}
 	if now >= e.expireAt {
 		m.drop(k)
-		return nil, false
+		return nil, 0, false
 	}
 	m.touch(k)
-	return e.value, true
+	return e.value, now/1e9 - e.storedAt/1e9, true
 }
 
-func (m *modelShard) set(k string, v []byte, expireAt int64) {
+func (m *modelShard) set(k string, v []byte, now, life int64) {
+	expireAt := (now + life + 1e6 - 1) / 1e6 * 1e6
 	size := int64(len(k) + len(v))
 	if m.capacity == 0 || len(k) > maxKeyLen || m.maxBytes > 0 && size > m.maxBytes {
 		m.drop(k)
 		return
 	}
 	if _, ok := m.entries[k]; ok {
-		m.entries[k] = modelEntry{slices.Clone(v), expireAt}
+		m.entries[k] = modelEntry{slices.Clone(v), expireAt, now}
 		m.touch(k)
 		for m.maxBytes > 0 && m.bytes() > m.maxBytes && m.order[len(m.order)-1] != k {
 			m.drop(m.order[len(m.order)-1])
@@ -75,7 +78,7 @@ func (m *modelShard) set(k string, v []byte, expireAt int64) {
 	for len(m.entries) >= m.capacity || m.maxBytes > 0 && m.bytes()+size > m.maxBytes {
 		m.drop(m.order[len(m.order)-1])
 	}
-	m.entries[k] = modelEntry{slices.Clone(v), expireAt}
+	m.entries[k] = modelEntry{slices.Clone(v), expireAt, now}
 	m.touch(k)
 }
 
@@ -114,16 +117,17 @@ func (ch *checker) clock() int64 { return ch.c.clock() }
 
 func (ch *checker) get(k string) {
 	var got []byte
-	ok := ch.c.Get([]byte(k), func(v []byte) { got = slices.Clone(v) })
-	want, wantOK := ch.model(k).get(k, ch.clock())
-	if ok != wantOK || !bytes.Equal(got, want) {
-		ch.t.Fatalf("Get(%q) = %q %v, model says %q %v", k, got, ok, want, wantOK)
+	var age int64
+	ok := ch.c.GetAge([]byte(k), func(v []byte, a int64) { got, age = slices.Clone(v), a })
+	want, wantAge, wantOK := ch.model(k).get(k, ch.clock())
+	if ok != wantOK || !bytes.Equal(got, want) || age != wantAge {
+		ch.t.Fatalf("Get(%q) = %q %v, age %d, model says %q %v, age %d", k, got, ok, age, want, wantOK, wantAge)
 	}
 }
 
 func (ch *checker) set(k string, v []byte) {
 	ch.c.Set(k, v)
-	ch.model(k).set(k, v, ch.clock()+int64(ch.ttl))
+	ch.model(k).set(k, v, ch.clock(), int64(ch.ttl))
 }
 
 func (ch *checker) invalidate(k string) {
@@ -159,8 +163,8 @@ func (ch *checker) verify() {
 			k := string(s.keyOf(e))
 			order = append(order, k)
 			me, ok := m.entries[k]
-			if !ok || !bytes.Equal(s.valueOf(e), me.value) || e.expireAt != me.expireAt {
-				t.Fatalf("shard %d: entry %q = %q (deadline %d), model %q %v (deadline %d)", si, k, s.valueOf(e), e.expireAt, me.value, ok, me.expireAt)
+			if !ok || !bytes.Equal(s.valueOf(e), me.value) || e.deadline() != me.expireAt {
+				t.Fatalf("shard %d: entry %q = %q (deadline %d), model %q %v (deadline %d)", si, k, s.valueOf(e), e.deadline(), me.value, ok, me.expireAt)
 			}
 			if j, _ := s.find([]byte(k), xxhash.Sum64String(k)); j != i {
 				t.Fatalf("shard %d: index finds %q at entry %d, not %d", si, k, j, i)

@@ -11,6 +11,7 @@ package lru
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
@@ -22,18 +23,52 @@ const maxKeyLen = 1<<16 - 1
 
 // entry is one cached key: 32 bytes, no pointers.
 type entry struct {
-	expireAt int64  // deadline on the cache clock, in ns
-	loc      uint32 // the arena location of key‖value
-	vlen     uint32
-	prev     uint32 // LRU list
-	next     uint32 // LRU list, or the free chain
-	heapPos  uint32 // position in the TTL heap
-	klen     uint16
-	class    uint8 // the arena size class of the record
+	expiry  int64  // deadline and time stored, packed (packExpiry)
+	loc     uint32 // the arena location of key‖value
+	vlen    uint32
+	prev    uint32 // LRU list
+	next    uint32 // LRU list, or the free chain
+	heapPos uint32 // position in the TTL heap
+	klen    uint16
+	class   uint8 // the arena size class of the record
 	// suspect: cached before a Revalidate; read as a miss (to be fetched
 	// again), but still served by GetStale. It fits the entry's padding.
 	suspect bool
 }
+
+// An entry's expiry packs two times on the cache clock into the 8 bytes a
+// deadline alone would take: its deadline in whole milliseconds (rounded up,
+// so that an entry never expires before its time) in the high 40 bits, and
+// the second it was stored, modulo 2^24, in the low 24, from which a hit's
+// age is known (HTTP's Age header). Ordered as integers, expiries are ordered
+// by deadline. The stored second is right as long as no entry lives 2^24 s
+// (194 days): MaxTTL caps lifetimes there. Deadlines saturate at 2^39 ms
+// (17 years) on the cache clock, which is "never" for a process.
+const (
+	storedBits    = 24
+	storedMask    = 1<<storedBits - 1
+	maxDeadlineMs = 1<<39 - 1
+)
+
+// MaxTTL is the longest an entry lives: a longer TTL is taken as MaxTTL.
+const MaxTTL = storedMask * time.Second
+
+// packExpiry returns the expiry of an entry stored at now to live for life
+// (both in ns on the cache clock).
+func packExpiry(now, life int64) int64 {
+	deadline := addSat(now, life)
+	ms := deadline / 1e6
+	if deadline%1e6 > 0 {
+		ms++
+	}
+	return min(ms, maxDeadlineMs)<<storedBits | (now/1e9)&storedMask
+}
+
+// deadline is when e expires, in ns on the cache clock.
+func (e *entry) deadline() int64 { return (e.expiry >> storedBits) * 1e6 }
+
+// age is how long e has been cached at now, in whole seconds.
+func (e *entry) age(now int64) int64 { return (now/1e9 - e.expiry) & storedMask }
 
 type shardStats struct {
 	hits, misses, sets, evictions, expirations, invalidations uint64
@@ -104,7 +139,7 @@ func (s *shard) valueOf(e *entry) []byte {
 	return s.arena.record(e.loc, int(e.klen)+int(e.vlen))[e.klen:]
 }
 
-func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte)) bool {
+func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte, int64)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i, pos := s.find(key, h)
@@ -113,8 +148,8 @@ func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte)) bool {
 		return false
 	}
 	e := &s.entries[i]
-	if now >= e.expireAt {
-		if now >= addSat(e.expireAt, s.staleFor) { // not even kept for GetStale
+	if now >= e.deadline() {
+		if now >= addSat(e.deadline(), s.staleFor) { // not even kept for GetStale
 			s.remove(i, pos)
 			s.stats.expirations++
 		}
@@ -127,19 +162,20 @@ func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte)) bool {
 	}
 	s.moveToFront(i)
 	s.stats.hits++
-	visit(s.valueOf(e))
+	visit(s.valueOf(e), e.age(now))
 	return true
 }
 
 // getStale is get for an entry that may be up to staleFor past its deadline.
-func (s *shard) getStale(key []byte, h uint64, now int64, visit func([]byte)) bool {
+func (s *shard) getStale(key []byte, h uint64, now int64, visit func([]byte, int64)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i, _ := s.find(key, h)
-	if i == 0 || now >= addSat(s.entries[i].expireAt, s.staleFor) {
+	if i == 0 || now >= addSat(s.entries[i].deadline(), s.staleFor) {
 		return false
 	}
-	visit(s.valueOf(&s.entries[i]))
+	e := &s.entries[i]
+	visit(s.valueOf(e), e.age(now))
 	return true
 }
 
@@ -156,9 +192,10 @@ func (s *shard) changedSince(h, version uint64) bool {
 	return s.clearedAt.Load() > version || s.changed[(h>>32)%changedSlots].Load() > version
 }
 
-// set stores key and value (see Cache.Set); keep lets a big record adopt
-// value rather than copy it (Cache.SetIfVersion).
-func (s *shard) set(key, value []byte, h uint64, expireAt int64, version uint64, keep bool) {
+// set stores key and value to live for life from now (see Cache.Set); keep
+// lets a big record adopt value rather than copy it (Cache.SetIfVersion).
+func (s *shard) set(key, value []byte, h uint64, now, life int64, version uint64, keep bool) {
+	expiry := packExpiry(now, life)
 	size := len(key) + len(value)
 	cacheable := s.capacity > 0 && len(key) <= maxKeyLen && (s.maxBytes == 0 || int64(size) <= s.maxBytes)
 	s.mu.Lock()
@@ -172,7 +209,7 @@ func (s *shard) set(key, value []byte, h uint64, expireAt int64, version uint64,
 			s.remove(i, pos)
 			return
 		}
-		s.rewrite(i, key, value, expireAt, keep)
+		s.rewrite(i, key, value, expiry, keep)
 		return
 	}
 	if !cacheable {
@@ -186,7 +223,7 @@ func (s *shard) set(key, value []byte, h uint64, expireAt int64, version uint64,
 		return
 	}
 	i = s.newEntry()
-	s.entries[i] = entry{expireAt: expireAt, loc: loc, vlen: uint32(len(value)), klen: uint16(len(key)), class: class}
+	s.entries[i] = entry{expiry: expiry, loc: loc, vlen: uint32(len(value)), klen: uint16(len(key)), class: class}
 	s.growIndex()
 	s.insertSlot(slotFor(h, i)) // evictions and growth moved slots: probe afresh
 	s.live++
@@ -210,10 +247,10 @@ func (s *shard) store(key, value []byte, keep bool) (loc uint32, class uint8, ok
 	return loc, class, ok
 }
 
-// rewrite gives entry i a new value and deadline: in place when the record
+// rewrite gives entry i a new value and expiry: in place when the record
 // keeps its size class, else in a new record. Big records are never written
 // in place: readers may still hold the old value (KeptValueMin).
-func (s *shard) rewrite(i uint32, key, value []byte, expireAt int64, keep bool) {
+func (s *shard) rewrite(i uint32, key, value []byte, expiry int64, keep bool) {
 	e := &s.entries[i]
 	s.stats.bytes += int64(len(value)) - int64(e.vlen)
 	if class := classOf(len(key) + len(value)); class != e.class || class == bigClass {
@@ -229,7 +266,7 @@ func (s *shard) rewrite(i uint32, key, value []byte, expireAt int64, keep bool) 
 		e.vlen = uint32(len(value))
 		copy(s.valueOf(e), value)
 	}
-	e.expireAt, e.suspect = expireAt, false
+	e.expiry, e.suspect = expiry, false
 	s.heapFix(int(e.heapPos))
 	s.moveToFront(i)
 	s.stats.sets++
@@ -280,7 +317,7 @@ func (s *shard) invalidate(key []byte, h uint64) bool {
 // reap removes up to max entries whose deadline (plus staleFor) has passed
 // and reports whether more are due.
 func (s *shard) reap(now int64, max int) (n int, more bool) {
-	for len(s.heap) > 0 && addSat(s.entries[s.heap[0]].expireAt, s.staleFor) <= now {
+	for len(s.heap) > 0 && addSat(s.entries[s.heap[0]].deadline(), s.staleFor) <= now {
 		if n == max {
 			return n, true
 		}

@@ -346,6 +346,9 @@ type ResponseOptions struct {
 	// CacheStatus, if set, is sent as the Cache-Status header (RFC 9211),
 	// saying how the cache came by the answer.
 	CacheStatus string
+	// Age is how long the value has been cached, in seconds: sent as the
+	// Age header (RFC 9111) on a 200 that carries a Cache-Status.
+	Age int64
 }
 
 // ResponseOptionsFor returns the framing of the answer to req.
@@ -396,6 +399,10 @@ func appendHead(dst []byte, status int, contentType string, length int, o *Respo
 	if o.CacheStatus != "" {
 		dst = append(dst, "\r\nCache-Status: "...)
 		dst = append(dst, o.CacheStatus...)
+		if status == 200 {
+			dst = append(dst, "\r\nAge: "...)
+			dst = appendUint(dst, uint64(max(o.Age, 0)))
+		}
 	}
 	switch {
 	case !o.KeepAlive:

@@ -139,6 +139,17 @@ func TestHTTPWriters(t *testing.T) {
 	if !strings.Contains(got, "Connection: close\r\n") || !strings.HasSuffix(got, "\r\n\r\nkey not found\n") {
 		t.Fatalf("got %q", got)
 	}
+	// The cache's statements: Cache-Status on every answer, Age on a 200.
+	o = ResponseOptions{KeepAlive: true, Date: date, CacheStatus: "redis-proxy; hit", Age: 42}
+	got = string(AppendValue(nil, &o, []byte("v")))
+	if !strings.Contains(got, "\r\nCache-Status: redis-proxy; hit\r\nAge: 42\r\n\r\nv") {
+		t.Fatalf("got %q", got)
+	}
+	o.CacheStatus = "redis-proxy; fwd=miss"
+	got = string(AppendStatus(nil, &o, 404, "key not found"))
+	if !strings.Contains(got, "\r\nCache-Status: redis-proxy; fwd=miss\r\n") || strings.Contains(got, "Age:") {
+		t.Fatalf("got %q", got)
+	}
 }
 
 func TestDetect(t *testing.T) {

@@ -17,6 +17,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -160,6 +161,7 @@ type slot struct {
 	partBytes int      // kindMGET: their total length
 	waiting   int      // kindMGET: fetches not yet back
 	failure   error    // kindMGET: the first fetch that failed
+	stale     bool     // kindMGET: a part is a stale value standing in for a failed fetch
 }
 
 func (cn *conn) queued() int { return len(cn.queue) - cn.head }
@@ -376,6 +378,7 @@ func (s *Server) refuseInput(cn *conn) {
 		} else {
 			*dst = proto.AppendError(*dst, "ERR Protocol error: request or unanswered pipeline over 64 MiB")
 		}
+		cn.lp.stats.count(cn.proto, ResultError)
 		cn.accountTail()
 	}
 	cn.closing = true
@@ -796,27 +799,27 @@ func (s *Server) drainInbox(lp *loop) {
 }
 
 // orStale replaces a failed fetch's result by the key's stale value, if the
-// cache still has one within --stale-if-error, and reports whether it did.
-// An error reply from Redis (WRONGTYPE) is an answer, not a failure, and
-// stands.
-func (s *Server) orStale(key string, r backend.Result) (backend.Result, bool) {
+// cache still has one within --stale-if-error, and reports whether it did,
+// and the stale value's age in seconds. An error reply from Redis
+// (WRONGTYPE) is an answer, not a failure, and stands.
+func (s *Server) orStale(key string, r backend.Result) (_ backend.Result, stale bool, age int64) {
 	if _, isReply := backend.AsReply(r.Err); r.Err == nil || isReply {
-		return r, false
+		return r, false, 0
 	}
-	stale := s.cache.GetStale([]byte(key), func(v []byte) {
+	stale = s.cache.GetStale([]byte(key), func(v []byte, a int64) {
 		if len(v) < lru.KeptValueMin {
 			v = append([]byte(nil), v...)
 		}
-		r = backend.Result{Value: v, Found: true}
+		r, age = backend.Result{Value: v, Found: true}, a
 	})
-	return r, stale
+	return r, stale, age
 }
 
 // deliver fills a slot with a fetch result on its connection's loop, and
 // reports whether the connection was not yet among those to answer.
 func (s *Server) deliver(d *delivery) (first bool) {
 	cn, sl := d.cn, d.sl
-	r, stale := s.orStale(d.key, d.r)
+	r, stale, age := s.orStale(d.key, d.r)
 	if stale {
 		s.staleAnswers.Add(1)
 	}
@@ -824,7 +827,7 @@ func (s *Server) deliver(d *delivery) (first bool) {
 		return false
 	}
 	sl.inFlight -= fetchBytes(d.key)
-	s.fill(sl, d.part, r, stale)
+	s.fill(cn.lp, sl, d.part, r, stale, age)
 	cn.account(sl)
 	first = !cn.touched
 	cn.touched = true
@@ -846,9 +849,10 @@ func (s *Server) answer(cn *conn) {
 	}
 }
 
-// fill encodes a fetch result (stale: the stale value standing in for a
-// failed fetch) into its slot.
-func (s *Server) fill(sl *slot, part int, r backend.Result, stale bool) {
+// fill encodes a fetch result (stale: the stale value, age seconds old,
+// standing in for a failed fetch) into its slot, and counts the request once
+// it is answered.
+func (s *Server) fill(lp *loop, sl *slot, part int, r backend.Result, stale bool, age int64) {
 	switch sl.kind {
 	case kindGET:
 		if r.Found && len(r.Value) >= bodyAt {
@@ -857,11 +861,12 @@ func (s *Server) fill(sl *slot, part int, r backend.Result, stale bool) {
 			sl.out = appendRESPResult(sl.out, r, sl.resp3)
 		}
 		sl.ready = true
+		lp.stats.count(proto.RESP, fetchResult(r.Err, stale))
 	case kindHTTP:
 		sl.http.Date = s.dateNow()
-		sl.http.CacheStatus = cacheMiss
+		sl.http.CacheStatus, sl.http.Age = cacheMiss, 0
 		if stale {
-			sl.http.CacheStatus = cacheStale
+			sl.http.CacheStatus, sl.http.Age = cacheStale, age
 		}
 		if r.Found && len(r.Value) >= bodyAt && !sl.http.Head {
 			sl.referValue(&sl.http, r.Value)
@@ -869,7 +874,23 @@ func (s *Server) fill(sl *slot, part int, r backend.Result, stale bool) {
 			sl.out = appendHTTPResult(sl.out, &sl.http, r)
 		}
 		sl.ready = true
+		lp.stats.count(proto.HTTP, fetchResult(r.Err, stale))
 	case kindMGET:
-		s.fillMGET(sl, part, r)
+		s.fillMGET(lp, sl, part, r, stale)
 	}
+}
+
+// fetchResult is the result of a request answered by a fetch that ended in
+// err (nil for a value or a missing key); stale: a stale value stood in for
+// a failed fetch. A full backend queue is the proxy refusing more work.
+func fetchResult(err error, stale bool) Result {
+	switch {
+	case stale:
+		return ResultStale
+	case err == nil:
+		return ResultMiss
+	case errors.Is(err, backend.ErrOverloaded):
+		return ResultRefused
+	}
+	return ResultError
 }

@@ -35,6 +35,7 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		_, dst := cn.answerBuf()
 		o := proto.ResponseOptions{Date: s.dateNow()} // not keep-alive: announces the close
 		*dst = proto.AppendStatus(*dst, &o, he.Status, he.Msg)
+		cn.lp.stats.count(proto.HTTP, ResultError)
 		cn.closing = true
 		return len(buf)
 	}
@@ -43,7 +44,6 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		return 0
 	}
 	cn.need = 0
-	cn.lp.stats.httpRequests.Add(1)
 	if !req.KeepAlive {
 		cn.closing = true
 	}
@@ -51,12 +51,14 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 	sl, dst := cn.answerBuf()
 	if req.Status != 0 {
 		*dst = proto.AppendStatus(*dst, &o, req.Status, req.StatusMsg)
+		cn.lp.stats.count(proto.HTTP, ResultError)
 		return n
 	}
 	s.sample(cn.lp, req.Key)
 	var body []byte          // a large value, kept by reference (lru.KeptValueMin)
 	o.CacheStatus = cacheHit // a miss's answer says otherwise (fill)
-	if s.cache.Get(req.Key, func(v []byte) {
+	if s.cache.GetAge(req.Key, func(v []byte, age int64) {
+		o.Age = age
 		if len(v) >= bodyAt && !o.Head {
 			body = v
 		} else {
@@ -66,6 +68,7 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		if body != nil {
 			cn.bodySlot(sl).referValue(&o, body)
 		}
+		cn.lp.stats.count(proto.HTTP, ResultHit)
 		return n
 	}
 	if sl == nil {

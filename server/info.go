@@ -17,10 +17,36 @@ import (
 	"github.com/redis-proxy/redis-proxy/proto"
 )
 
-// loopStats are one loop's request counters, written by the loop only.
+// Result is how a request was answered, as the request counters tell it.
+type Result uint8
+
+const (
+	ResultHit     Result = iota // every key it read came from the cache
+	ResultMiss                  // a key was fetched from Redis (found or not)
+	ResultStale                 // a failed fetch was answered with a stale value (--stale-if-error)
+	ResultError                 // answered with an error: a bad request or a failed fetch
+	ResultRefused               // refused by the proxy's limits (--max-clients, a full backend queue)
+	ResultOther                 // a command that reads no key (PING, INFO, HELLO...)
+	NumResults
+)
+
+// ResultNames are the results' names in metrics and INFO.
+var ResultNames = [NumResults]string{"hit", "miss", "stale", "error", "refused", "other"}
+
+// loopStats are one loop's request counters, by protocol and result, written
+// by the loop only.
 type loopStats struct {
-	respCommands atomic.Uint64
-	httpRequests atomic.Uint64
+	resp [NumResults]atomic.Uint64
+	http [NumResults]atomic.Uint64
+}
+
+// count counts one request of protocol p answered with result r.
+func (st *loopStats) count(p proto.Protocol, r Result) {
+	if p == proto.HTTP {
+		st.http[r].Add(1)
+	} else {
+		st.resp[r].Add(1) // RESP, or unknown for a refusal before the first command
+	}
 }
 
 // Version is the proxy's version, set at build time.
@@ -32,14 +58,14 @@ const redisVersion = "7.0.0"
 
 // Stats are the front end's counters, summed over the loops when read.
 type Stats struct {
-	RESPCommands uint64 // RESP commands answered or queued
-	HTTPRequests uint64 // HTTP requests answered or queued
-	Clients      int64  // open client connections counted against --max-clients
-	Accepted     uint64 // connections accepted
-	Rejected     uint64 // connections refused over --max-clients
-	InFlight     int64  // fetches asked for whose answers are not delivered yet
-	StaleAnswers uint64 // failed fetches answered with a stale value (--stale-if-error)
-	Loops        int    // event loops
+	RESP         [NumResults]uint64 // RESP commands answered, by result
+	HTTP         [NumResults]uint64 // HTTP requests answered, by result
+	Clients      int64              // open client connections counted against --max-clients
+	Accepted     uint64             // connections accepted
+	Rejected     uint64             // connections refused over --max-clients
+	InFlight     int64              // fetches asked for whose answers are not delivered yet
+	StaleAnswers uint64             // failed fetches answered with a stale value (--stale-if-error)
+	Loops        int                // event loops
 }
 
 // Stats reads the front end's counters: cheap atomics the loops keep, summed
@@ -49,8 +75,10 @@ func (s *Server) Stats() Stats {
 		InFlight: s.pending.Load(), Loops: s.cfg.Loops, StaleAnswers: s.staleAnswers.Load()}
 	s.loopsMu.Lock()
 	for _, lp := range s.loops {
-		st.RESPCommands += lp.stats.respCommands.Load()
-		st.HTTPRequests += lp.stats.httpRequests.Load()
+		for r := range NumResults {
+			st.RESP[r] += lp.stats.resp[r].Load()
+			st.HTTP[r] += lp.stats.http[r].Load()
+		}
 	}
 	s.loopsMu.Unlock()
 	return st
@@ -106,8 +134,10 @@ func (s *Server) info(asked [][]byte) string {
 		case "stats":
 			field("total_connections_received", st.Accepted)
 			field("rejected_connections", st.Rejected)
-			field("total_commands_processed", st.RESPCommands)
-			field("total_http_requests", st.HTTPRequests)
+			field("total_commands_processed", sum(st.RESP[:]))
+			field("total_http_requests", sum(st.HTTP[:]))
+			field("resp_requests", byResult(&st.RESP))
+			field("http_requests", byResult(&st.HTTP))
 			field("keyspace_hits", cs.Hits)
 			field("keyspace_misses", cs.Misses)
 			field("evicted_keys", cs.Evictions)
@@ -140,4 +170,25 @@ func (s *Server) info(asked [][]byte) string {
 		}
 	}
 	return b.String()
+}
+
+func sum(counts []uint64) (total uint64) {
+	for _, n := range counts {
+		total += n
+	}
+	return total
+}
+
+// byResult renders counts by result as INFO renders a record: hit=1,miss=2,...
+func byResult(counts *[NumResults]uint64) string {
+	var b []byte
+	for r, n := range counts {
+		if r > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, ResultNames[r]...)
+		b = append(b, '=')
+		b = strconv.AppendUint(b, n, 10)
+	}
+	return string(b)
 }

@@ -446,7 +446,7 @@ func TestMissingKeyDropsOnlyWhatItCovers(t *testing.T) {
 	fill("gone", cache.Version("gone"), backend.Result{})
 	fill("list", cache.Version("list"), backend.Result{Err: backend.ReplyError("WRONGTYPE Operation against a key holding the wrong kind of value")})
 	for _, k := range []string{"gone", "list"} {
-		if cache.GetStale([]byte(k), func([]byte) {}) {
+		if cache.GetStale([]byte(k), func(_ []byte, _ int64) {}) {
 			t.Fatalf("%s: the old entry stayed", k)
 		}
 	}

@@ -35,6 +35,7 @@ func (s *Server) serveRESP(cn *conn, buf []byte) int {
 	if err != nil {
 		_, dst := cn.answerBuf()
 		*dst = proto.AppendError(*dst, "ERR "+err.Error())
+		cn.lp.stats.count(proto.RESP, ResultError)
 		cn.closing = true // like Redis: the stream can no longer be framed
 		return len(buf)
 	}
@@ -44,7 +45,6 @@ func (s *Server) serveRESP(cn *conn, buf []byte) int {
 	}
 	cn.need = 0
 	if len(cmd.Args) > 0 {
-		cn.lp.stats.respCommands.Add(1)
 		s.command(cn, cmd.Args)
 	}
 	return n
@@ -108,10 +108,16 @@ var (
 	pongReply = proto.AppendSimple(nil, "PONG")
 )
 
-// reply queues an answer that is complete at once.
+// reply queues an answer that is complete at once: an error, or the answer
+// to a command that reads no key.
 func (s *Server) reply(cn *conn, answer []byte) {
 	_, dst := cn.answerBuf()
 	*dst = append(*dst, answer...)
+	if answer[0] == '-' {
+		cn.lp.stats.count(proto.RESP, ResultError)
+	} else {
+		cn.lp.stats.count(proto.RESP, ResultOther)
+	}
 }
 
 // get answers GET key: from the cache when it can, else through a fetch.
@@ -129,6 +135,7 @@ func (s *Server) get(cn *conn, key []byte) {
 		if body != nil {
 			cn.bodySlot(sl).referBulk(body)
 		}
+		cn.lp.stats.count(proto.RESP, ResultHit)
 		return
 	}
 	if sl == nil {
@@ -158,10 +165,12 @@ func (s *Server) mget(cn *conn, keys [][]byte) {
 		}
 		if len(*dst)-start > maxMGETBytes {
 			*dst = proto.AppendError((*dst)[:start], errMGETTooBig.Error())
+			cn.lp.stats.count(proto.RESP, ResultError)
 			return
 		}
 	}
 	if first == len(keys) {
+		cn.lp.stats.count(proto.RESP, ResultHit)
 		return
 	}
 	if sl == nil { // the hits so far went to the loop's output: move them to a slot
@@ -183,7 +192,7 @@ func (s *Server) mget(cn *conn, keys [][]byte) {
 		sl.failure = errMGETTooBig // too many keys to fetch at once
 	}
 	if sl.failure != nil {
-		finishMGET(sl)
+		s.finishMGET(cn.lp, sl)
 		return
 	}
 	sl.waiting = len(missed)
@@ -209,9 +218,11 @@ func (s *Server) addPart(sl *slot, i int, part []byte) {
 	}
 }
 
-// fillMGET records one fetched part. As Redis's MGET does, a key holding a
-// non-string (WRONGTYPE) reads as nil; a failed fetch fails the whole answer.
-func (s *Server) fillMGET(sl *slot, part int, r backend.Result) {
+// fillMGET records one fetched part (stale: a stale value standing in for a
+// failed fetch). As Redis's MGET does, a key holding a non-string
+// (WRONGTYPE) reads as nil; a failed fetch fails the whole answer.
+func (s *Server) fillMGET(lp *loop, sl *slot, part int, r backend.Result, stale bool) {
+	sl.stale = sl.stale || stale
 	_, isReply := backend.AsReply(r.Err)
 	switch {
 	case r.Found:
@@ -224,14 +235,15 @@ func (s *Server) fillMGET(sl *slot, part int, r backend.Result) {
 	}
 	sl.waiting--
 	if sl.waiting == 0 {
-		finishMGET(sl)
+		s.finishMGET(lp, sl)
 	}
 }
 
 // finishMGET marks an MGET's answer ready: its start in out, its parts after
 // it (flush writes them in order, without gathering them first), or, if a
-// part failed, the failure alone.
-func finishMGET(sl *slot) {
+// part failed, the failure alone; and counts it.
+func (s *Server) finishMGET(lp *loop, sl *slot) {
+	lp.stats.count(proto.RESP, fetchResult(sl.failure, sl.stale))
 	if sl.failure != nil {
 		out := sl.out[:0]
 		if sl.failure == errMGETTooBig {

@@ -466,6 +466,7 @@ func (s *Server) closeIfSilent(cn *conn) {
 // be closed now (else it closes once its client has read the answer).
 func (s *Server) refuse(cn *conn) bool {
 	cn.lp.out = s.appendRefusal(cn.lp.out, cn)
+	cn.lp.stats.count(cn.proto, ResultRefused)
 	cn.closing = true
 	_, _ = cn.c.Discard(-1)
 	return s.flush(cn)

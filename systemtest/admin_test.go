@@ -84,6 +84,7 @@ next:
 func TestAdminServer(t *testing.T) {
 	redis := redistest.Start(t)
 	redis.Do("SET", "k", "v")
+	redis.Do("LPUSH", "list", "x")
 	admin := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
 	// A held GET must outlast the checks made while the proxy drains.
 	p := startProxy(t, redis.Addr, "--admin-listen", admin, "--backend-timeout", "3s")
@@ -94,6 +95,9 @@ func TestAdminServer(t *testing.T) {
 	if code, body := adminGet(t, admin, "/readyz"); code != 200 || body != "ready\n" {
 		t.Fatalf("/readyz: %d %q", code, body)
 	}
+	if code, _ := adminGet(t, admin, "/debug/pprof/"); code != 404 { // only with --pprof (TestRedisFaultsUnderLoad reads it)
+		t.Fatalf("/debug/pprof/ without --pprof: %d", code)
+	}
 
 	before := scrape(t, admin)
 	rc := dialRESP(t, p.addr)
@@ -102,8 +106,18 @@ func TestAdminServer(t *testing.T) {
 			t.Fatalf("GET k: %q", got)
 		}
 	}
-	if status, body := dialHTTP(t, p.addr).get("k"); status != 200 || body != "v" {
+	hc := dialHTTP(t, p.addr)
+	if status, body := hc.get("k"); status != 200 || body != "v" {
 		t.Fatalf("HTTP GET /k: %d %q", status, body)
+	}
+	if status, _ := hc.get("nothere"); status != 404 {
+		t.Fatalf("HTTP GET /nothere: %d", status)
+	}
+	if got := respGet(rc, "nothere"); got != "(nil)" {
+		t.Fatalf("GET nothere: %q", got)
+	}
+	for _, cmd := range [][]string{{"GET", "list"}, {"SET", "k", "w"}, {"GET"}, {"PING"}, {"MGET", "k", "k"}, {"MGET", "k", "absent"}} {
+		rc.do(cmd...)
 	}
 	m := scrape(t, admin)
 	for _, c := range []struct {
@@ -111,13 +125,20 @@ func TestAdminServer(t *testing.T) {
 		labels []string
 		want   float64 // for counters, the increase over the traffic above
 	}{
-		{"redis_proxy_requests_total", []string{"protocol", "resp"}, 3},
-		{"redis_proxy_requests_total", []string{"protocol", "http"}, 1},
-		{"redis_proxy_cache_hits_total", nil, 3},
-		{"redis_proxy_cache_misses_total", nil, 1},
+		{"redis_proxy_requests_total", []string{"protocol", "resp", "result", "hit"}, 3},     // GET k twice, MGET k k
+		{"redis_proxy_requests_total", []string{"protocol", "resp", "result", "miss"}, 3},    // GET k, GET nothere, MGET k absent
+		{"redis_proxy_requests_total", []string{"protocol", "resp", "result", "error"}, 3},   // WRONGTYPE, SET, GET without a key
+		{"redis_proxy_requests_total", []string{"protocol", "resp", "result", "other"}, 1},   // PING
+		{"redis_proxy_requests_total", []string{"protocol", "resp", "result", "stale"}, 0},   // no --stale-if-error
+		{"redis_proxy_requests_total", []string{"protocol", "resp", "result", "refused"}, 0}, // within the limits
+		{"redis_proxy_requests_total", []string{"protocol", "http", "result", "hit"}, 1},     // GET /k
+		{"redis_proxy_requests_total", []string{"protocol", "http", "result", "miss"}, 1},    // GET /nothere
+		{"redis_proxy_requests_total", []string{"protocol", "http", "result", "error"}, 0},   // none
+		{"redis_proxy_cache_hits_total", nil, 6},                                             // GET k twice, GET /k, MGET's k three times
+		{"redis_proxy_cache_misses_total", nil, 5},                                           // GET k, nothere twice, list, absent
 		{"redis_proxy_cache_keys", nil, 1},
-		{"redis_proxy_backend_fetches_total", nil, 1},
-		{"redis_proxy_backend_fetch_duration_seconds", nil, 1},
+		{"redis_proxy_backend_fetches_total", nil, 5},
+		{"redis_proxy_backend_fetch_duration_seconds", nil, 5},
 		{"redis_proxy_backend_up", nil, 1},
 		{"redis_proxy_tracking_state", []string{"state", "on"}, 1},
 		{"redis_proxy_connections_open", nil, 2},
@@ -221,6 +242,11 @@ func TestJSONLogs(t *testing.T) {
 		t.Fatalf("over --max-clients: %s", show(v))
 	}
 	refused.expectClosed()
+	// Counted as refused (so may the start-up probes' connections have been).
+	info := rc.do("INFO", "stats").String()
+	if _, counts, _ := strings.Cut(info, "\r\nresp_requests:"); !strings.HasPrefix(counts, "hit=") || strings.Contains(strings.SplitN(counts, "\r\n", 2)[0], ",refused=0,") {
+		t.Fatalf("the refusal is not counted:\n%s", info)
+	}
 
 	redis.Stop()
 	if got := respGet(rc, "gone"); !strings.HasPrefix(got, "ERR: ERR backend unavailable") {

@@ -13,7 +13,8 @@ import (
 	"github.com/redis-proxy/redis-proxy/internal/redistest"
 )
 
-// goroutines reads how many goroutines the proxy runs, from its --pprof endpoint.
+// goroutines reads how many goroutines the proxy runs, from the profiles
+// --pprof serves on the admin port.
 func goroutines(t testing.TB, pprof string) int {
 	res, err := http.Get("http://" + pprof + "/debug/pprof/goroutine?debug=1")
 	if err != nil {
@@ -174,7 +175,7 @@ func TestRedisFaultsUnderLoad(t *testing.T) {
 	redis.Do("SAVE") // a restart loads the same data
 	const timeout = 300 * time.Millisecond
 	pprof := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
-	p := startProxy(t, redis.Addr, "--ttl", "1h", "--capacity", "1000000", "--backend-timeout", timeout.String(), "--pprof", pprof)
+	p := startProxy(t, redis.Addr, "--ttl", "1h", "--capacity", "1000000", "--backend-timeout", timeout.String(), "--admin-listen", pprof, "--pprof")
 	warm := dialRESP(t, p.addr)
 	// cacheHot caches the 50 hot keys, which the load then reads as hits.
 	// Two rounds: a GET of the first round may join a fetch that began before
@@ -300,8 +301,9 @@ func TestStaleIfError(t *testing.T) {
 	}
 	hc := dialHTTP(t, p.addr)
 	hc.write(getRequest("k"))
-	if res, body := hc.read("GET"); res.StatusCode != 200 || body != "old" || res.Header.Get("Cache-Status") != "redis-proxy; fwd=stale" {
-		t.Fatalf("HTTP: %d %q, Cache-Status %q", res.StatusCode, body, res.Header.Get("Cache-Status"))
+	if res, body := hc.read("GET"); res.StatusCode != 200 || body != "old" || res.Header.Get("Cache-Status") != "redis-proxy; fwd=stale" ||
+		res.Header.Get("Age") != "0" && res.Header.Get("Age") != "1" { // cached about 300 ms ago
+		t.Fatalf("HTTP: %d %q, Cache-Status %q, Age %q", res.StatusCode, body, res.Header.Get("Cache-Status"), res.Header.Get("Age"))
 	}
 	if got := proxyInfo(t, p.addr, "stale_answers"); got != "2" {
 		t.Fatalf("stale_answers %s, want 2", got)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -252,21 +253,25 @@ func TestHELLO(t *testing.T) {
 func TestCacheStatus(t *testing.T) {
 	redis := redistest.Start(t)
 	redis.Do("SET", "k", "v")
-	p := startProxy(t, redis.Addr)
+	p := startProxy(t, redis.Addr, "--ttl", "1m")
 	hc := dialHTTP(t, p.addr)
 	for _, c := range []struct {
 		key, status string
 		code        int
+		ages        []string // the Age header allowed: it counts whole seconds, so a boundary may pass
+		wait        time.Duration
 	}{
-		{"k", "redis-proxy; fwd=miss", 200},
-		{"k", "redis-proxy; hit", 200},
-		{"nothere", "redis-proxy; fwd=miss", 404},
-		{"nothere", "redis-proxy; fwd=miss", 404},
+		{"k", "redis-proxy; fwd=miss", 200, []string{"0"}, 0},
+		{"k", "redis-proxy; hit", 200, []string{"0", "1"}, 0},
+		{"nothere", "redis-proxy; fwd=miss", 404, []string{""}, 0},
+		{"nothere", "redis-proxy; fwd=miss", 404, []string{""}, 0},
+		{"k", "redis-proxy; hit", 200, []string{"2", "3"}, 2 * time.Second},
 	} {
+		time.Sleep(c.wait)
 		hc.write(getRequest(c.key))
 		res, _ := hc.read("GET")
-		if res.StatusCode != c.code || res.Header.Get("Cache-Status") != c.status {
-			t.Errorf("GET /%s: %d, Cache-Status %q; want %d, %q", c.key, res.StatusCode, res.Header.Get("Cache-Status"), c.code, c.status)
+		if res.StatusCode != c.code || res.Header.Get("Cache-Status") != c.status || !slices.Contains(c.ages, res.Header.Get("Age")) {
+			t.Errorf("GET /%s: %d, Cache-Status %q, Age %q; want %d, %q, Age in %q", c.key, res.StatusCode, res.Header.Get("Cache-Status"), res.Header.Get("Age"), c.code, c.status, c.ages)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,7 @@ type admin struct {
 	cache        *lru.Cache
 	be           *backend.Client
 	invalidation bool          // tracking was asked for: not ready while it reconnects
+	pprof        bool          // serve Go's profiles under /debug/pprof/ (--pprof)
 	pingTimeout  time.Duration // how long /readyz waits for Redis's PONG
 	stopping     atomic.Bool   // a signal arrived: not ready, so balancers stop sending
 }
@@ -51,6 +53,13 @@ func (a *admin) handler() http.Handler {
 		fmt.Fprintln(w, "ok") // the process serves
 	})
 	mux.HandleFunc("GET /readyz", a.ready)
+	if a.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index) // and every profile by name under it
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("GET /debug/hotkeys", func(w http.ResponseWriter, _ *http.Request) {
 		type hotKey struct {
 			Key   string `json:"key"`
@@ -113,7 +122,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var (
-	descRequests      = desc("requests_total", "Requests answered or queued, by protocol (RESP commands, HTTP requests).", "protocol")
+	descRequests      = desc("requests_total", "Requests answered, by protocol (RESP commands, HTTP requests) and result: hit (from the cache), miss (fetched from Redis), stale (a stale value for a failed fetch), error, refused (over the proxy's limits), other (commands that read no key).", "protocol", "result")
 	descHits          = desc("cache_hits_total", "Lookups answered from the cache (Redis's keyspace_hits).")
 	descMisses        = desc("cache_misses_total", "Lookups the cache could not answer (Redis's keyspace_misses).")
 	descEvictions     = desc("cache_evictions_total", "Entries dropped to make room.")
@@ -150,8 +159,10 @@ func (a *admin) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	ss, cs, bs := a.srv.Stats(), a.cache.Stats(), a.be.Stats()
-	counter(descRequests, ss.RESPCommands, "resp")
-	counter(descRequests, ss.HTTPRequests, "http")
+	for r, name := range server.ResultNames {
+		counter(descRequests, ss.RESP[r], "resp", name)
+		counter(descRequests, ss.HTTP[r], "http", name)
+	}
 	counter(descHits, cs.Hits)
 	counter(descMisses, cs.Misses)
 	counter(descEvictions, cs.Evictions)

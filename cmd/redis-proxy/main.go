@@ -17,7 +17,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	_ "net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -54,7 +53,7 @@ type config struct {
 	pinCPUs         bool
 	logLevel        string
 	logFormat       string
-	pprof           string
+	pprof           bool
 	adminListen     string
 	version         bool
 }
@@ -103,7 +102,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.StringVar(&c.redis, "redis", "127.0.0.1:6379", "backing Redis: `host:port` or redis://[user:pass@]host:port[/db] (rediss:// for TLS)")
 	intFlag(fs, &c.capacity, "capacity", 100000, 0, maxCapacity, "cache capacity in `keys` (0 caches nothing)")
 	fs.Var(&c.maxMemory, "max-memory", "most `bytes` of keys and values cached, e.g. 512MiB or 2GB (0 = no limit besides --capacity)")
-	durationFlag(fs, &c.ttl, "ttl", 10*time.Second, 1, "how long an entry is served after it was fetched")
+	durationFlag(fs, &c.ttl, "ttl", 10*time.Second, 1, "how long an entry is served after it was fetched (at most 4660h, about 194 days: longer is taken as that)")
 	intFlag(fs, &c.maxClients, "max-clients", 10000, 1, maxClients, "open client connections allowed at once")
 	intFlag(fs, &c.maxParallel, "max-parallel", 256, 1, maxParallel, "backend fetches in flight at once (more are queued)")
 	intFlag(fs, &c.loops, "loops", 0, 0, maxLoops, "event loops (0 = half the CPUs, at least 1)")
@@ -118,7 +117,7 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.BoolVar(&c.pinCPUs, "pin-cpus", true, "pin each event loop's thread to its own CPU")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text (logfmt) or json, one object a line")
-	fs.StringVar(&c.pprof, "pprof", "", "`host:port` serving Go's /debug/pprof/ profiles (empty: off)")
+	fs.BoolVar(&c.pprof, "pprof", false, "serve Go's /debug/pprof/ profiles on the admin port (--admin-listen)")
 	fs.StringVar(&c.adminListen, "admin-listen", "127.0.0.1:9380", "`host:port` of the admin HTTP server: /metrics (Prometheus), /healthz, /readyz (empty: off)")
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.Usage = func() {} // flag calls it on every error; help is printed below, once
@@ -195,10 +194,8 @@ func (c *config) validate() error {
 	if err := checkRedis(c.redis); err != nil {
 		return err
 	}
-	if c.pprof != "" {
-		if err := checkAddr("--pprof", c.pprof); err != nil {
-			return err
-		}
+	if c.pprof && c.adminListen == "" {
+		return usageError{"--pprof: profiles are served on the admin port, which --admin-listen \"\" turns off"}
 	}
 	if c.adminListen != "" {
 		if err := checkAddr("--admin-listen", c.adminListen); err != nil {
@@ -511,18 +508,9 @@ func run(cfg config) error {
 		Logger:       log,
 	}, cache, be)
 
-	if cfg.pprof != "" {
-		l, err := net.Listen("tcp", cfg.pprof)
-		if err != nil {
-			return usageError{"--pprof " + cfg.pprof + ": " + err.Error()}
-		}
-		// The default mux carries net/http/pprof's handlers, and only those.
-		go func() { _ = http.Serve(l, nil) }()
-	}
-
 	// A readiness probe gives up after 1 s by default (Kubernetes): /readyz
 	// answers before that.
-	adm := &admin{srv: srv, cache: cache, be: be, invalidation: cfg.invalidation,
+	adm := &admin{srv: srv, cache: cache, be: be, invalidation: cfg.invalidation, pprof: cfg.pprof,
 		pingTimeout: min(cfg.backendTimeout, 500*time.Millisecond)}
 	if cfg.adminListen != "" {
 		l, err := net.Listen("tcp", cfg.adminListen)

@@ -21,7 +21,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := config{listen: "127.0.0.1:6380", redis: "127.0.0.1:6379", capacity: 100000, ttl: 10 * time.Second,
 		maxClients: 10000, maxParallel: 256, loops: 0, backendTimeout: time.Second, shutdownTimeout: 5 * time.Second,
-		tcpKeepAlive: 300 * time.Second, pinCPUs: true, logLevel: "info", pprof: "", invalidation: true, respectTTL: true,
+		tcpKeepAlive: 300 * time.Second, pinCPUs: true, logLevel: "info", pprof: false, invalidation: true, respectTTL: true,
 		adminListen: "127.0.0.1:9380", logFormat: "text"}
 	if c != want {
 		t.Fatalf("got %+v\nwant %+v", c, want)
@@ -33,6 +33,11 @@ func TestAdminOff(t *testing.T) {
 	c, err := parseConfig([]string{"--admin-listen="}, env(nil), io.Discard)
 	if err != nil || c.adminListen != "" {
 		t.Fatalf("--admin-listen=: %q, %v", c.adminListen, err)
+
+	}
+	// The profiles are served there: --pprof without it is refused.
+	if _, err := parseConfig([]string{"--admin-listen=", "--pprof"}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "--pprof") {
+		t.Fatalf("--pprof without the admin port: %v", err)
 	}
 }
 
@@ -234,9 +239,8 @@ func TestFlagRanges(t *testing.T) {
 		{"log-level", "WARN", "WARN", ""},
 		{"log-level", "loud", nil, `--log-level: must be debug, info, warn or error, got "loud"`},
 
-		{"pprof", "127.0.0.1:6060", "127.0.0.1:6060", ""},
-		{"pprof", "localhost", nil, "--pprof: must be host:port with a port from 1 to 65535"},
-		{"pprof", "127.0.0.1:70000", nil, "--pprof: must be host:port"},
+		{"pprof", "true", true, ""},
+		{"pprof", "127.0.0.1:6060", nil, "\"127.0.0.1:6060\""}, // not a switch: profiles moved to the admin port
 
 		{"admin-listen", "0.0.0.0:9380", "0.0.0.0:9380", ""},
 		{"admin-listen", "9380", nil, "--admin-listen: must be host:port"},
