@@ -349,6 +349,9 @@ type ResponseOptions struct {
 	// Age is how long the value has been cached, in seconds: sent as the
 	// Age header (RFC 9111) on a 200 that carries a Cache-Status.
 	Age int64
+	// RetryAfter, if positive, is sent as Retry-After: the seconds after
+	// which a refused request may succeed.
+	RetryAfter int
 }
 
 // ResponseOptionsFor returns the framing of the answer to req.
@@ -395,6 +398,10 @@ func appendHead(dst []byte, status int, contentType string, length int, o *Respo
 	dst = appendUint(dst, uint64(length))
 	if status == 405 {
 		dst = append(dst, "\r\nAllow: GET, HEAD"...)
+	}
+	if o.RetryAfter > 0 {
+		dst = append(dst, "\r\nRetry-After: "...)
+		dst = appendUint(dst, uint64(o.RetryAfter))
 	}
 	if o.CacheStatus != "" {
 		dst = append(dst, "\r\nCache-Status: "...)

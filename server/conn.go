@@ -104,18 +104,19 @@ type conn struct {
 	lp *loop
 
 	proto      proto.Protocol
-	closed     bool       // OnClose has run: never touch c again
-	closing    bool       // parse nothing more; close once the queued answers are written
-	lingering  bool       // closing, and waiting for the socket to take the last bytes
-	rejected   bool       // over --max-clients: refuse on the first bytes
-	resp3      bool       // HELLO 3 switched the connection to RESP3
-	paused     bool       // the FIFO was full when parsing stopped
-	blocked    bool       // more than outputHigh unsent: parse nothing until it drains
-	watched    bool       // on lp.watched
-	touched    bool       // on lp.touched: deliveries filled its slots
-	unsentSeen int        // OutboundBuffered at the last watch or idle check
-	need       int        // bytes the incomplete request at the front needs, when known
-	held       *heldInput // input moved out of gnet's buffer, if any
+	closed     bool          // OnClose has run: never touch c again
+	closing    bool          // parse nothing more; close once the queued answers are written
+	lingering  bool          // closing, and waiting for the socket to take the last bytes
+	rejected   bool          // over --max-clients: refuse on the first bytes
+	resp3      bool          // HELLO 3 switched the connection to RESP3
+	paused     bool          // the FIFO was full when parsing stopped
+	blocked    bool          // more than outputHigh unsent: parse nothing until it drains
+	watched    bool          // on lp.watched
+	touched    bool          // on lp.touched: deliveries filled its slots
+	unsentSeen int           // OutboundBuffered at the last watch or idle check
+	need       int           // bytes the incomplete request at the front needs, when known
+	held       *heldInput    // input moved out of gnet's buffer, if any
+	limit      *clientBucket // its client's bucket (--rate-limit-per-client), or nil
 
 	queue       []*slot // answers not yet written; queue[head:] are live
 	head        int

@@ -54,6 +54,12 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		cn.lp.stats.count(proto.HTTP, ResultError)
 		return n
 	}
+	if !s.admit(cn) {
+		o.RetryAfter = 1 // a bucket refills a second's worth in a second
+		*dst = proto.AppendStatus(*dst, &o, 503, "rate limit exceeded")
+		cn.lp.stats.count(proto.HTTP, ResultRefused)
+		return n
+	}
 	s.sample(cn.lp, req.Key)
 	var body []byte          // a large value, kept by reference (lru.KeptValueMin)
 	o.CacheStatus = cacheHit // a miss's answer says otherwise (fill)

@@ -36,8 +36,9 @@ var ResultNames = [NumResults]string{"hit", "miss", "stale", "error", "refused",
 // loopStats are one loop's request counters, by protocol and result, written
 // by the loop only.
 type loopStats struct {
-	resp [NumResults]atomic.Uint64
-	http [NumResults]atomic.Uint64
+	resp        [NumResults]atomic.Uint64
+	http        [NumResults]atomic.Uint64
+	rateLimited [numLimits]atomic.Uint64 // reads refused, by the limit that refused them
 }
 
 // count counts one request of protocol p answered with result r.
@@ -60,6 +61,7 @@ const redisVersion = "7.0.0"
 type Stats struct {
 	RESP         [NumResults]uint64 // RESP commands answered, by result
 	HTTP         [NumResults]uint64 // HTTP requests answered, by result
+	RateLimited  [numLimits]uint64  // reads refused over --rate-limit and --rate-limit-per-client (counted as refused too)
 	Clients      int64              // open client connections counted against --max-clients
 	Accepted     uint64             // connections accepted
 	Rejected     uint64             // connections refused over --max-clients
@@ -78,6 +80,9 @@ func (s *Server) Stats() Stats {
 		for r := range NumResults {
 			st.RESP[r] += lp.stats.resp[r].Load()
 			st.HTTP[r] += lp.stats.http[r].Load()
+		}
+		for l := range numLimits {
+			st.RateLimited[l] += lp.stats.rateLimited[l].Load()
 		}
 	}
 	s.loopsMu.Unlock()
@@ -144,6 +149,8 @@ func (s *Server) info(asked [][]byte) string {
 			field("expired_keys", cs.Expirations)
 			field("invalidated_keys", cs.Invalidations)
 			field("stale_answers", st.StaleAnswers)
+			field("rate_limited_proxy", st.RateLimited[limitProxy])
+			field("rate_limited_client", st.RateLimited[limitClient])
 		case "proxy":
 			field("event_loops", st.Loops)
 			field("cached_keys", cs.Len)

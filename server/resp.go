@@ -58,10 +58,18 @@ func (s *Server) command(cn *conn, args [][]byte) {
 			s.reply(cn, wrongArgs("get"))
 			return
 		}
+		if !s.admit(cn) {
+			s.refuseRead(cn)
+			return
+		}
 		s.get(cn, args[1])
 	case proto.EqualFold(name, "mget"):
 		if len(args) < 2 {
 			s.reply(cn, wrongArgs("mget"))
+			return
+		}
+		if !s.admit(cn) {
+			s.refuseRead(cn)
 			return
 		}
 		s.mget(cn, args[1:])
@@ -118,6 +126,16 @@ func (s *Server) reply(cn *conn, answer []byte) {
 	} else {
 		cn.lp.stats.count(proto.RESP, ResultOther)
 	}
+}
+
+// rateLimitedReply answers a read over a rate limit (ratelimit.go).
+var rateLimitedReply = proto.AppendError(nil, "ERR rate limit exceeded")
+
+// refuseRead answers a GET or MGET refused over a rate limit.
+func (s *Server) refuseRead(cn *conn) {
+	_, dst := cn.answerBuf()
+	*dst = append(*dst, rateLimitedReply...)
+	cn.lp.stats.count(proto.RESP, ResultRefused)
 }
 
 // get answers GET key: from the cache when it can, else through a fetch.

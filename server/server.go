@@ -54,7 +54,11 @@ type Config struct {
 	// TCPKeepAlive is the keep-alive period of client sockets (Redis's
 	// tcp-keepalive), so that peers that vanished are found and closed; 0 is off.
 	TCPKeepAlive time.Duration
-	Logger       *slog.Logger
+	// RateLimit and RateLimitPerClient are the key reads a second served
+	// proxy-wide and per client IP; 0 is no limit (ratelimit.go).
+	RateLimit          float64
+	RateLimitPerClient float64
+	Logger             *slog.Logger
 }
 
 // Server is the proxy's front end. Create it with New, run it with Serve,
@@ -84,7 +88,8 @@ type Server struct {
 	date  atomic.Pointer[[]byte] // the HTTP Date header value, refreshed every second
 	clock atomic.Int64           // seconds since started, refreshed every second (idle checks)
 
-	batches sync.Pool // of *sentBatch, for the loops' misses
+	batches sync.Pool   // of *sentBatch, for the loops' misses
+	limits  *rateLimits // nil: no throttling
 
 	loopsMu sync.Mutex // protects loops and nextCPU
 	loops   map[gnet.EventLoop]*loop
@@ -107,6 +112,7 @@ func New(cfg Config, cache *lru.Cache, be *backend.Client) *Server {
 	if s.cfg.Loops <= 0 {
 		s.cfg.Loops = DefaultLoops()
 	}
+	s.limits = newRateLimits(cfg.RateLimit, cfg.RateLimitPerClient, s.cfg.Loops)
 	if cfg.PinCPUs {
 		s.cpus = allowedCPUs()
 	}
@@ -195,6 +201,9 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	if refused := s.rejected.Load(); refused != s.refusedLogged { // a line a second at most
 		s.log.Warn("clients refused: --max-clients reached", "refused", refused-s.refusedLogged, "max_clients", s.cfg.MaxClients)
 		s.refusedLogged = refused
+	}
+	if s.limits != nil {
+		s.limits.sweep()
 	}
 	if s.cfg.IdleTimeout > 0 {
 		s.loopsMu.Lock()
@@ -295,7 +304,10 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		s.closeIfSilent(cn)
 		return nil, gnet.None
 	}
-	s.newConn(c)
+	cn := s.newConn(c)
+	if s.limits != nil {
+		cn.limit = s.limits.open(c.RemoteAddr())
+	}
 	s.keepAlive(c)
 	return nil, gnet.None
 }
@@ -332,6 +344,9 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	}
 	cn.closed = true
 	cn.dropHeld()
+	if cn.limit != nil {
+		s.limits.close(cn.limit)
+	}
 	if cn.rejected {
 		s.refusing.Add(-1)
 	} else {
@@ -358,13 +373,14 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 // loop is the state one event loop shares among its connections. Only that
 // loop's goroutine touches it, except the counters, which others read.
 type loop struct {
-	el    gnet.EventLoop
-	out   []byte        // answers gathered for one Write
-	cmd   proto.Command // RESP parse scratch
-	req   proto.Request // HTTP parse scratch
-	stats loopStats
-	inbox inbox         // fetch results waiting for this loop
-	drain gnet.Runnable // runs drainInbox on this loop
+	el     gnet.EventLoop
+	out    []byte        // answers gathered for one Write
+	cmd    proto.Command // RESP parse scratch
+	req    proto.Request // HTTP parse scratch
+	stats  loopStats
+	tokens int64         // reads this loop may still serve of its share of --rate-limit
+	inbox  inbox         // fetch results waiting for this loop
+	drain  gnet.Runnable // runs drainInbox on this loop
 
 	touched    []*conn       // drainInbox's scratch: the connections it filled slots of
 	misses     missBatch     // fetches asked for, to hand over at the end of the batch

@@ -317,23 +317,33 @@ func TestHitPathDoesNotAllocate(t *testing.T) {
 		"resp-ping":  "PING\r\n",
 		"resp-split": "*2\r\n$3\r\nGET\r\n$16\r\nkey:0000",
 	} {
-		s, lp := newTestServer(t, nil)
-		s.cache.Set("key:000000000042", make([]byte, 100))
-		c := lp.open(t)
-		c.send(req) // first use grows the buffers
-		allocs := testing.AllocsPerRun(200, func() {
-			c.in = append(c.in[:0], req...)
-			c.traffic()
-			c.out.Reset()
-		})
-		if allocs != 0 {
-			t.Errorf("%s: %v allocations per request batch", name, allocs)
+		for _, limited := range []bool{false, true} {
+			s, lp := newTestServer(t, nil)
+			if limited { // throttled, far under the limits
+				s.limits = newRateLimits(1e9, 1e9, 2)
+			}
+			s.cache.Set("key:000000000042", make([]byte, 100))
+			c := lp.open(t)
+			c.send(req) // first use grows the buffers
+			allocs := testing.AllocsPerRun(200, func() {
+				c.in = append(c.in[:0], req...)
+				c.traffic()
+				c.out.Reset()
+			})
+			if allocs != 0 {
+				t.Errorf("%s (rate limits %v): %v allocations per request batch", name, limited, allocs)
+			}
 		}
 	}
 }
 
-func benchmarkHits(b *testing.B, req string, perOp int) {
+// benchmarkHits measures hits of req (perOp requests in it), with the rate
+// limits on but far from limiting when limited.
+func benchmarkHits(b *testing.B, req string, perOp int, limited bool) {
 	s, lp := newTestServer(b, nil)
+	if limited {
+		s.limits = newRateLimits(1e9, 1e9, 2)
+	}
 	s.cache.Set("key:000000000042", make([]byte, 100))
 	c := lp.open(b)
 	c.send(req)
@@ -347,19 +357,23 @@ func benchmarkHits(b *testing.B, req string, perOp int) {
 }
 
 func BenchmarkHitRESP(b *testing.B) {
-	benchmarkHits(b, "*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000042\r\n", 1)
+	benchmarkHits(b, "*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000042\r\n", 1, false)
+}
+
+func BenchmarkHitRESPRateLimited(b *testing.B) {
+	benchmarkHits(b, "*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000042\r\n", 1, true)
 }
 
 func BenchmarkHitRESPPipeline16(b *testing.B) {
-	benchmarkHits(b, strings.Repeat("*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000042\r\n", 16), 16)
+	benchmarkHits(b, strings.Repeat("*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000042\r\n", 16), 16, false)
 }
 
 func BenchmarkHitHTTP(b *testing.B) {
-	benchmarkHits(b, "GET /key:000000000042 HTTP/1.1\r\nHost: 127.0.0.1:6380\r\n\r\n", 1)
+	benchmarkHits(b, "GET /key:000000000042 HTTP/1.1\r\nHost: 127.0.0.1:6380\r\n\r\n", 1, false)
 }
 
 func BenchmarkHitHTTPPipeline16(b *testing.B) {
-	benchmarkHits(b, strings.Repeat("GET /key:000000000042 HTTP/1.1\r\nHost: 127.0.0.1:6380\r\n\r\n", 16), 16)
+	benchmarkHits(b, strings.Repeat("GET /key:000000000042 HTTP/1.1\r\nHost: 127.0.0.1:6380\r\n\r\n", 16), 16, false)
 }
 
 // benchmarkMisses measures the miss path end to end, through a real backend

@@ -136,6 +136,7 @@ func TestAdminServer(t *testing.T) {
 		{"redis_proxy_requests_total", []string{"protocol", "http", "result", "error"}, 0},   // none
 		{"redis_proxy_cache_hits_total", nil, 6},                                             // GET k twice, GET /k, MGET's k three times
 		{"redis_proxy_cache_misses_total", nil, 5},                                           // GET k, nothere twice, list, absent
+		{"redis_proxy_rate_limited_total", []string{"limit", "proxy"}, 0},                    // no --rate-limit
 		{"redis_proxy_cache_keys", nil, 1},
 		{"redis_proxy_backend_fetches_total", nil, 5},
 		{"redis_proxy_backend_fetch_duration_seconds", nil, 5},

@@ -143,7 +143,16 @@ type respConn struct {
 
 func dialRESP(t testing.TB, addr string) *respConn {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return dialRESPFrom(t, addr, nil)
+}
+
+// dialRESPFrom is dialRESP from the local address from (nil: any), such as
+// another loopback address (127.0.0.0/8 is all loopback on Linux), to be
+// another client IP.
+func dialRESPFrom(t testing.TB, addr string, from net.Addr) *respConn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: from}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -131,6 +131,7 @@ var (
 	descKeys          = desc("cache_keys", "Keys cached.")
 	descBytes         = desc("cache_bytes", "Bytes of keys and values cached.")
 	descArenaBytes    = desc("cache_arena_bytes", "Bytes the cache's arenas hold, used or free.")
+	descRateLimited   = desc("rate_limited_total", "Key reads refused over --rate-limit (limit=\"proxy\") or --rate-limit-per-client (limit=\"client\"); also counted as requests with result=\"refused\".", "limit")
 	descStale         = desc("stale_answers_total", "Failed fetches answered with a stale value (--stale-if-error).")
 	descFetches       = desc("backend_fetches_total", "GETs sent to Redis.")
 	descErrors        = desc("backend_errors_total", "GETs that ended in an error (a missing key is not one).")
@@ -172,6 +173,9 @@ func (a *admin) Collect(ch chan<- prometheus.Metric) {
 	gauge(descBytes, float64(cs.Bytes))
 	gauge(descArenaBytes, float64(cs.ArenaBytes))
 	counter(descStale, ss.StaleAnswers)
+	for l, name := range server.LimitNames {
+		counter(descRateLimited, ss.RateLimited[l], name)
+	}
 	counter(descFetches, bs.Fetches)
 	counter(descErrors, bs.Errors)
 	counter(descCoalesced, bs.Coalesced)

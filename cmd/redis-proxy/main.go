@@ -42,6 +42,8 @@ type config struct {
 	maxClients      int
 	maxParallel     int
 	loops           int
+	rateLimit       int
+	rateLimitClient int
 	backendTimeout  time.Duration
 	staleIfError    time.Duration
 	invalidation    bool
@@ -106,6 +108,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	intFlag(fs, &c.maxClients, "max-clients", 10000, 1, maxClients, "open client connections allowed at once")
 	intFlag(fs, &c.maxParallel, "max-parallel", 256, 1, maxParallel, "backend fetches in flight at once (more are queued)")
 	intFlag(fs, &c.loops, "loops", 0, 0, maxLoops, "event loops (0 = half the CPUs, at least 1)")
+	intFlag(fs, &c.rateLimit, "rate-limit", 0, 0, maxRate, "key `reads` a second served by the whole proxy; more get 503 / -ERR rate limit exceeded (0 = no limit)")
+	intFlag(fs, &c.rateLimitClient, "rate-limit-per-client", 0, 0, maxRate, "key `reads` a second served to one client IP (0 = no limit)")
 	durationFlag(fs, &c.backendTimeout, "backend-timeout", time.Second, 1, "longest wait for Redis on a miss (then 504 / -ERR backend timeout)")
 	durationFlag(fs, &c.staleIfError, "stale-if-error", 0, 0, "when Redis fails, serve an entry expired less than this ago (0 = off)")
 	fs.BoolVar(&c.invalidation, "invalidation", true, "drop keys Redis says changed (CLIENT TRACKING BCAST); false: TTL only")
@@ -264,6 +268,8 @@ const (
 	maxParallel = 1 << 20
 	// maxLoops is gnet's cap on event loops (gfd.EventLoopIndexMax).
 	maxLoops = 256
+	// maxRate is the largest --rate-limit: far past what a proxy serves.
+	maxRate = 1e9
 	// maxDuration is Go's longest duration, about 292 years.
 	maxDuration = time.Duration(math.MaxInt64)
 )
@@ -499,13 +505,15 @@ func run(cfg config) error {
 	}
 	defer be.Close()
 	srv := server.New(server.Config{
-		Listen:       cfg.listen,
-		Loops:        cfg.loops,
-		MaxClients:   cfg.maxClients,
-		PinCPUs:      cfg.pinCPUs,
-		IdleTimeout:  cfg.idleTimeout,
-		TCPKeepAlive: cfg.tcpKeepAlive,
-		Logger:       log,
+		Listen:             cfg.listen,
+		Loops:              cfg.loops,
+		MaxClients:         cfg.maxClients,
+		PinCPUs:            cfg.pinCPUs,
+		IdleTimeout:        cfg.idleTimeout,
+		TCPKeepAlive:       cfg.tcpKeepAlive,
+		RateLimit:          float64(cfg.rateLimit),
+		RateLimitPerClient: float64(cfg.rateLimitClient),
+		Logger:             log,
 	}, cache, be)
 
 	// A readiness probe gives up after 1 s by default (Kubernetes): /readyz
@@ -536,7 +544,8 @@ func run(cfg config) error {
 	// The configuration, once it has proved good: a bad one is one line.
 	log.Info("started", "version", version(), "listen", cfg.listen, "redis", backend.Redacted(cfg.redis),
 		"admin", cfg.adminListen, "capacity", cfg.capacity, "max_memory", int64(cfg.maxMemory), "ttl", cfg.ttl.String(),
-		"loops", srv.Stats().Loops, "max_clients", cfg.maxClients, "invalidation", cfg.invalidation)
+		"loops", srv.Stats().Loops, "max_clients", cfg.maxClients, "invalidation", cfg.invalidation,
+		"rate_limit", cfg.rateLimit, "rate_limit_per_client", cfg.rateLimitClient)
 	// The first ping only informs, so it runs beside the wait for a signal:
 	// with a long --backend-timeout and a Redis that does not answer, a
 	// SIGTERM must not wait for it.
