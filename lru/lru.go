@@ -65,7 +65,8 @@ type Config struct {
 	// ReapInterval is how often the reaper runs: 0 derives it from TTL,
 	// negative runs no reaper (expired entries then leave when read or evicted).
 	ReapInterval time.Duration
-	// StaleFor keeps an expired entry this much longer for GetStale (the
+	// StaleFor keeps an expired entry this much longer for GetStale (at
+	// most what MaxTTL leaves after TTL, so that an age is always right; the
 	// stale-if-error idea of RFC 5861); Get never returns it. 0: off.
 	StaleFor time.Duration
 }
@@ -137,7 +138,7 @@ func newCache(cfg Config, nshards int) *Cache {
 		if cfg.MaxBytes > 0 && i < int(cfg.MaxBytes%int64(nshards)) {
 			maxBytes++
 		}
-		c.shards[i].init(min(capacity, maxEntries-1), maxBytes, int64(cfg.StaleFor))
+		c.shards[i].init(min(capacity, maxEntries-1), maxBytes, min(int64(cfg.StaleFor), int64(MaxTTL)-c.ttl))
 	}
 	// A cache dropped without Clear gives its mapped memory back when the
 	// GC finds it unreachable (tests make many; the proxy makes one). Under

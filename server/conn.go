@@ -886,12 +886,12 @@ func (s *Server) fill(lp *loop, sl *slot, part int, r backend.Result, stale bool
 // a failed fetch. A full backend queue is the proxy refusing more work.
 func fetchResult(err error, stale bool) Result {
 	switch {
-	case stale:
-		return ResultStale
-	case err == nil:
-		return ResultMiss
 	case errors.Is(err, backend.ErrOverloaded):
 		return ResultRefused
+	case err != nil: // an MGET that failed, though another of its keys was stale
+		return ResultError
+	case stale:
+		return ResultStale
 	}
-	return ResultError
+	return ResultMiss
 }

@@ -14,7 +14,8 @@
 // write, going back to the shared bucket when they run out. At most a
 // chunk per loop is drawn and not yet spent, about 1% of a second's worth.
 //
-// The per-client limit is a bucket per client IP, shared by that IP's
+// The per-client limit is a bucket per client IP (per /64 for IPv6, which
+// hands a host a /64 to pick addresses from), shared by that IP's
 // connections (which may sit on different loops: each bucket has its own
 // lock, taken by that client's reads only). The buckets live in a map
 // looked up when a connection opens; a bucket outlives its connections until
@@ -79,11 +80,19 @@ func (b *sharedBucket) take(now int64, n int64) int64 {
 	return b.tokenBucket.take(now, n)
 }
 
+// giveBack returns a token taken for a read that was refused after all.
+func (b *sharedBucket) giveBack() {
+	b.mu.Lock()
+	b.tokens = min(b.burst, b.tokens+1)
+	b.mu.Unlock()
+}
+
 // rateLimits are the proxy's throttles; nil fields are off.
 type rateLimits struct {
 	start   time.Time     // the clock's zero
 	proxy   *sharedBucket // --rate-limit
 	chunk   int64         // tokens a loop draws from proxy at a time
+	refill  int64         // ns proxy takes to refill a chunk: how long a loop that found it empty refuses without asking again
 	perIP   float64       // --rate-limit-per-client, 0: off
 	mu      sync.Mutex    // guards clients
 	clients map[netip.Addr]*clientBucket
@@ -115,6 +124,7 @@ func newRateLimits(proxy, perClient float64, loops int) *rateLimits {
 	if proxy > 0 {
 		rl.proxy = &sharedBucket{tokenBucket: newTokenBucket(proxy)}
 		rl.chunk = max(1, int64(proxy/100)/int64(loops))
+		rl.refill = int64(float64(rl.chunk) * 1e9 / proxy)
 	}
 	return rl
 }
@@ -129,6 +139,9 @@ func (rl *rateLimits) open(remote net.Addr) *clientBucket {
 		return nil
 	}
 	ip := tcp.AddrPort().Addr().Unmap()
+	if ip.Is6() {
+		ip = netip.PrefixFrom(ip, 64).Masked().Addr()
+	}
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	b := rl.clients[ip]
@@ -188,9 +201,18 @@ func (s *Server) admit(cn *conn) bool {
 			if now == 0 {
 				now = rl.now()
 			}
-			lp.tokens = rl.proxy.take(now, rl.chunk)
+			// Over the limit, the loop refuses on its own until a chunk
+			// has had time to refill: the shared lock is not taken per read.
+			if now >= lp.tokensAt {
+				if lp.tokens = rl.proxy.take(now, rl.chunk); lp.tokens == 0 {
+					lp.tokensAt = now + rl.refill
+				}
+			}
 		}
 		if lp.tokens == 0 {
+			if cn.limit != nil { // the client's own budget is not spent on a read it did not get
+				cn.limit.giveBack()
+			}
 			lp.stats.rateLimited[limitProxy].Add(1)
 			return false
 		}

@@ -373,14 +373,15 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 // loop is the state one event loop shares among its connections. Only that
 // loop's goroutine touches it, except the counters, which others read.
 type loop struct {
-	el     gnet.EventLoop
-	out    []byte        // answers gathered for one Write
-	cmd    proto.Command // RESP parse scratch
-	req    proto.Request // HTTP parse scratch
-	stats  loopStats
-	tokens int64         // reads this loop may still serve of its share of --rate-limit
-	inbox  inbox         // fetch results waiting for this loop
-	drain  gnet.Runnable // runs drainInbox on this loop
+	el       gnet.EventLoop
+	out      []byte        // answers gathered for one Write
+	cmd      proto.Command // RESP parse scratch
+	req      proto.Request // HTTP parse scratch
+	stats    loopStats
+	tokens   int64         // reads this loop may still serve of its share of --rate-limit
+	tokensAt int64         // when to ask for more, having found none (ratelimit.go's clock)
+	inbox    inbox         // fetch results waiting for this loop
+	drain    gnet.Runnable // runs drainInbox on this loop
 
 	touched    []*conn       // drainInbox's scratch: the connections it filled slots of
 	misses     missBatch     // fetches asked for, to hand over at the end of the batch

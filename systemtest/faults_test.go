@@ -193,6 +193,11 @@ func TestRedisFaultsUnderLoad(t *testing.T) {
 	}
 	cacheHot()
 	goroutinesBefore := goroutines(t, pprof)
+	if res, err := http.Get("http://" + pprof + "/debug/pprof/cmdline"); err != nil || res.StatusCode != 404 {
+		t.Fatalf("/debug/pprof/cmdline, which would show --redis's password: %v %v", res.Status, err)
+	} else {
+		res.Body.Close()
+	}
 
 	var load faultLoad
 	stop := make(chan struct{})

@@ -54,8 +54,8 @@ func (a *admin) handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", a.ready)
 	if a.pprof {
+		// Not /debug/pprof/cmdline: the command line may hold --redis's password.
 		mux.HandleFunc("/debug/pprof/", pprof.Index) // and every profile by name under it
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
