@@ -43,7 +43,7 @@ deps: ## install redis-server, redis-tools, wrk, nutcracker, webdis (apt-get) an
 
 FUZZTIME ?= 30s
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s); a failing input is saved in testdata/fuzz
-	@for target in proto:FuzzParseCommand proto:FuzzParseRequest proto:FuzzDetect lru:FuzzOps; do \
+	@for target in proto:FuzzParseCommand proto:FuzzParseRequest proto:FuzzJSONAnswer proto:FuzzDetect lru:FuzzOps; do \
 	  pkg=$${target%%:*}; name=$${target##*:}; \
 	  echo "== $$pkg $$name ($(FUZZTIME))"; \
 	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) ./$$pkg/ || exit 1; \

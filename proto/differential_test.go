@@ -25,6 +25,7 @@ type httpVerdict struct {
 	ok        bool   // framed as a request
 	served    bool   // GET or HEAD
 	key       string // the decoded key, or "!" when the target names no key
+	json      bool   // asked as /lookup?key=
 	keepAlive bool
 }
 
@@ -34,7 +35,7 @@ func ours(raw []byte) httpVerdict {
 	if err != nil || n != len(raw) {
 		return httpVerdict{}
 	}
-	v := httpVerdict{ok: true, served: req.Method != MethodOther, keepAlive: req.KeepAlive, key: string(req.Key)}
+	v := httpVerdict{ok: true, served: req.Method != MethodOther, keepAlive: req.KeepAlive, key: string(req.Key), json: req.JSON}
 	if req.Status != 0 {
 		v.key = "!"
 	}
@@ -42,8 +43,11 @@ func ours(raw []byte) httpVerdict {
 }
 
 // reference parses raw with fasthttp and derives the key as this proxy
-// defines it (path after the first '/', up to '?', %XX decoded) from the
-// request URI fasthttp read, using net/url's decoder.
+// defines it from the request URI fasthttp read, using net/url's decoders:
+// the first "key" parameter of the query when the path is /lookup and the
+// query has one, else the path after the first '/', up to '?', %XX decoded.
+// (net/url gives up on a whole query with a bad escape anywhere in it, where
+// we decode the key parameter alone: the targets below have none.)
 func reference(raw []byte) httpVerdict {
 	var h fasthttp.RequestHeader
 	if err := h.Read(bufio.NewReaderSize(bytes.NewReader(raw), 8192)); err != nil {
@@ -63,7 +67,14 @@ func reference(raw []byte) httpVerdict {
 	if !strings.HasPrefix(target, "/") {
 		return v
 	}
-	target, _, _ = strings.Cut(target[1:], "?")
+	target, query, _ := strings.Cut(target[1:], "?")
+	if q, err := url.ParseQuery(query); err == nil && target == "lookup" && q.Has("key") {
+		v.json = true
+		if key := q.Get("key"); key != "" {
+			v.key = key
+		}
+		return v
+	}
 	if key, err := url.PathUnescape(target); err == nil && key != "" {
 		v.key = key
 	}
@@ -75,7 +86,9 @@ func reference(raw []byte) httpVerdict {
 func httpCases() []string {
 	methods := []string{"GET", "HEAD", "POST", "DELETE", "OPTIONS"}
 	targets := []string{"/k", "/a%20b", "/%2Fslash%2f", "/a?x=1", "//a/../b", "/", "/%zz", "/%4", "/a%00b",
-		"/ключ", "/a+b", "http://host:80/k", "https://host/a%20b?q", "/%e2%82%ac"}
+		"/ключ", "/a+b", "http://host:80/k", "https://host/a%20b?q", "/%e2%82%ac",
+		"/lookup?key=a%20b+c", "/lookup?x=1&key=k&key=j", "/lookup?key=", "/lookup?key", "/lookup?x=1",
+		"/lookup", "/lookup/?key=k", "/lookupx?key=k", "http://host/lookup?key=%e2%82%ac%ff"}
 	versions := []string{"HTTP/1.1", "HTTP/1.0"}
 	headerSets := []string{
 		"Host: x\r\n",

@@ -61,7 +61,7 @@ func parseHTTP() func([]byte) (int, string, error) {
 	var req Request
 	return func(b []byte) (int, string, error) {
 		n, err := ParseRequest(b, &req)
-		return n, fmt.Sprintf("%d %q %v %v %d", req.Method, req.Key, req.KeepAlive, req.HTTP10, req.Status), err
+		return n, fmt.Sprintf("%d %q %v %v %v %d", req.Method, req.Key, req.JSON, req.KeepAlive, req.HTTP10, req.Status), err
 	}
 }
 
@@ -111,6 +111,9 @@ func FuzzParseRequest(f *testing.F) {
 		"GET /k HTTP/1.1\r\nHost: x\r\n\r\n", "HEAD /a%20b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
 		"POST /k HTTP/1.1\r\nContent-Length: 2\r\n\r\nhiGET /x HTTP/1.1\n\n", "GET /%zz HTTP/1.1\r\n\r\n",
 		"GET http://h/k?x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"GET /lookup?key=a%20b+c&key=d HTTP/1.1\r\n\r\nHEAD /lookup?x=1 HTTP/1.1\r\n\r\n",
+		"GET /lookup?x=%zz&key=%e2%82%ac HTTP/1.1\r\n\r\nGET /lookup?key HTTP/1.0\r\n\r\n",
+		"POST http://h/lookup?key=k HTTP/1.1\r\nContent-Length: 1\r\n\r\nxGET /lookup?key=%4 HTTP/1.1\n\n",
 	} {
 		f.Add([]byte(seed), uint16(10))
 	}
@@ -129,5 +132,16 @@ func FuzzDetect(f *testing.F) {
 		if p != Unknown && Detect(append(data[:len(data):len(data)], "x\r\n"...)) != p {
 			t.Fatalf("decision changed with more bytes")
 		}
+	})
+}
+
+// FuzzJSONAnswer checks that any key and value come back, through net/http
+// and encoding/json, from the JSON answer that carries them.
+func FuzzJSONAnswer(f *testing.F) {
+	for _, seed := range [][2]string{{"k", "v"}, {"a b", "\"\\\n\x00"}, {"\xff", "\xc3("}, {"€", "\u2028"}} {
+		f.Add([]byte(seed[0]), []byte(seed[1]))
+	}
+	f.Fuzz(func(t *testing.T, key, value []byte) {
+		checkValueAnswer(t, AppendValue(nil, &jsonOptions, key, value), key, value)
 	})
 }

@@ -1,10 +1,11 @@
 // HTTP/1.x request parsing and response writing for the proxy's one kind of
-// request: GET or HEAD /<percent-encoded key>.
+// request: GET or HEAD of a key, as /<percent-encoded key> (answered with the
+// raw value) or /lookup?key=<percent-encoded key> (answered in JSON, json.go).
 //
 // ParseRequest frames a request (request line, header block, optional
-// Content-Length body, which is skipped) and reads the three things the proxy
-// acts on: the method, the key and whether the connection stays open. Two
-// outcomes are kept apart on purpose:
+// Content-Length body, which is skipped) and reads the four things the proxy
+// acts on: the method, the key, the form of the answer and whether the
+// connection stays open. Two outcomes are kept apart on purpose:
 //   - a framing error (malformed line, header block over 8 KiB, chunked body)
 //     is returned as an *HTTPError: the stream cannot be trusted any further,
 //     so the caller answers it and closes;
@@ -13,16 +14,19 @@
 //     so the connection can stay open as keep-alive allows.
 //
 // Leniency follows common servers: a bare LF ends a line, Host is not
-// required, the target may be absolute-form ("http://host/key"); the key is
+// required, the target may be absolute-form ("http://host/key"). The key is
 // the path after the first '/', up to '?', with %XX decoded and nothing else
 // changed (no '+' to space, no dot-segment or slash normalisation), so any
-// byte can be in a key.
+// byte can be in a key; the query is ignored. The one exception is the path
+// "lookup" exactly (as sent, not decoded) with a parameter named "key" in its
+// query: the key is then that parameter's value, decoded as HTML forms and
+// URL libraries encode it (%XX, and '+' for a space), and the answer is JSON.
 
 package proto
 
 import "bytes"
 
-// MaxHeaderBytes bounds the request line plus headers, as SPEC says.
+// MaxHeaderBytes bounds the request line plus headers.
 const MaxHeaderBytes = 8 << 10
 
 // MaxBodyBytes bounds a request body; GET and HEAD carry none in practice, and
@@ -62,6 +66,7 @@ var (
 type Request struct {
 	Method    Method
 	Key       []byte // percent-decoded key, owned by the Request
+	JSON      bool   // asked as /lookup?key=<key>: answered in JSON
 	KeepAlive bool   // the connection stays open after the answer
 	HTTP10    bool   // the request was HTTP/1.0 (its keep-alive must be confirmed)
 	// Status is non-zero when the request is well framed but refused; StatusMsg says why.
@@ -80,7 +85,7 @@ func ParseRequest(buf []byte, req *Request) (int, error) {
 	if end == 0 || err != nil {
 		return 0, err
 	}
-	req.Key = req.Key[:0]
+	req.Key, req.JSON = req.Key[:0], false
 	req.Status, req.StatusMsg = 0, ""
 
 	lineEnd := bytes.IndexByte(buf, '\n')
@@ -97,10 +102,11 @@ func ParseRequest(buf []byte, req *Request) (int, error) {
 		req.Need = end + bodyLen
 		return 0, nil
 	}
+	// The target is read whatever the method: a refusal of another method is
+	// answered in the form the target asks for.
+	parseTarget(target, req)
 	if req.Method == MethodOther {
 		req.Status, req.StatusMsg = 405, "method not allowed: use GET or HEAD"
-	} else {
-		parseKey(target, req)
 	}
 	return end + bodyLen, nil
 }
@@ -257,9 +263,10 @@ func parseContentLength(v []byte) (int, bool) {
 	return n, true
 }
 
-// parseKey decodes the key from an origin-form or absolute-form target into
-// req.Key, or sets req.Status when the target names no usable key.
-func parseKey(target []byte, req *Request) {
+// parseTarget decodes the key from an origin-form or absolute-form target
+// into req.Key, and sets req.JSON for the /lookup?key= form, or sets
+// req.Status when the target names no usable key.
+func parseTarget(target []byte, req *Request) {
 	switch {
 	case len(target) > 0 && target[0] == '/':
 		target = target[1:]
@@ -275,24 +282,69 @@ func parseKey(target []byte, req *Request) {
 		req.Status, req.StatusMsg = 400, "request target must be /<key>"
 		return
 	}
+	path, query := target, []byte(nil)
 	if q := bytes.IndexByte(target, '?'); q >= 0 {
-		target = target[:q]
+		path, query = target[:q], target[q+1:]
 	}
-	for i := 0; i < len(target); i++ {
-		c := target[i]
-		if c == '%' {
-			if i+2 >= len(target) || !isHex(target[i+1]) || !isHex(target[i+2]) {
-				req.Status, req.StatusMsg = 400, "invalid percent-escape in key"
-				return
-			}
-			c = unhex(target[i+1])<<4 | unhex(target[i+2])
-			i += 2
+	emptyMsg := "empty key: use GET /<key>"
+	if string(path) == "lookup" {
+		if value, ok := queryParam(query, "key"); ok {
+			req.JSON = true
+			path, emptyMsg = value, "empty key: use GET /lookup?key=<key>"
 		}
-		req.Key = append(req.Key, c)
+	}
+	var ok bool
+	if req.Key, ok = appendUnescaped(req.Key, path, req.JSON); !ok {
+		req.Status, req.StatusMsg = 400, "invalid percent-escape in key"
+		return
 	}
 	if len(req.Key) == 0 {
-		req.Status, req.StatusMsg = 400, "empty key: use GET /<key>"
+		req.Status, req.StatusMsg = 400, emptyMsg
 	}
+}
+
+// queryParam returns the value, still encoded, of the first parameter called
+// name in query: '&'-separated "name=value" pairs, a bare "name" having an
+// empty value. Names are compared as sent.
+func queryParam(query []byte, name string) ([]byte, bool) {
+	for len(query) > 0 {
+		param := query
+		if amp := bytes.IndexByte(query, '&'); amp >= 0 {
+			param, query = query[:amp], query[amp+1:]
+		} else {
+			query = nil
+		}
+		value := []byte(nil)
+		if eq := bytes.IndexByte(param, '='); eq >= 0 {
+			param, value = param[:eq], param[eq+1:]
+		}
+		if string(param) == name {
+			return value, true
+		}
+	}
+	return nil, false
+}
+
+// appendUnescaped appends s to dst with every %XX decoded, and, in a form's
+// encoding (form), every '+' as a space. At a bad escape it returns dst as it
+// was and false.
+func appendUnescaped(dst, s []byte, form bool) ([]byte, bool) {
+	start := len(dst)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '%':
+			if i+2 >= len(s) || !isHex(s[i+1]) || !isHex(s[i+2]) {
+				return dst[:start], false
+			}
+			c = unhex(s[i+1])<<4 | unhex(s[i+2])
+			i += 2
+		case c == '+' && form:
+			c = ' '
+		}
+		dst = append(dst, c)
+	}
+	return dst, true
 }
 
 func trimCR(line []byte) []byte {
@@ -340,6 +392,7 @@ func hasPrefixFold(b []byte, s string) bool {
 // ResponseOptions describe how an answer is framed for the request it answers.
 type ResponseOptions struct {
 	Head      bool   // HEAD: headers only
+	JSON      bool   // the answer is the JSON object of json.go, not raw or text
 	KeepAlive bool   // false: announce and then close
 	HTTP10    bool   // an HTTP/1.0 keep-alive must be confirmed
 	Date      []byte // the Date header value, which a server with a clock sends
@@ -356,11 +409,15 @@ type ResponseOptions struct {
 
 // ResponseOptionsFor returns the framing of the answer to req.
 func ResponseOptionsFor(req *Request, date []byte) ResponseOptions {
-	return ResponseOptions{Head: req.Method == MethodHEAD, KeepAlive: req.KeepAlive, HTTP10: req.HTTP10, Date: date}
+	return ResponseOptions{Head: req.Method == MethodHEAD, JSON: req.JSON, KeepAlive: req.KeepAlive, HTTP10: req.HTTP10, Date: date}
 }
 
-// AppendValue appends a 200 answer whose body is the raw value.
-func AppendValue(dst []byte, o *ResponseOptions, value []byte) []byte {
+// AppendValue appends a 200 answer carrying the value of key: the raw value,
+// or with o.JSON the JSON object naming both.
+func AppendValue(dst []byte, o *ResponseOptions, key, value []byte) []byte {
+	if o.JSON {
+		return appendJSONAnswer(dst, o, 200, key, value, "")
+	}
 	dst = AppendValueHead(dst, o, len(value))
 	if !o.Head {
 		dst = append(dst, value...)
@@ -368,15 +425,20 @@ func AppendValue(dst []byte, o *ResponseOptions, value []byte) []byte {
 	return dst
 }
 
-// AppendValueHead appends the status line and headers of a 200 answer whose
-// body, n bytes of value, is to follow (unless o.Head).
+// AppendValueHead appends the status line and headers of a raw 200 answer
+// whose body, n bytes of value, is to follow (unless o.Head). It ignores
+// o.JSON: a JSON answer is written whole, by AppendValue.
 func AppendValueHead(dst []byte, o *ResponseOptions, n int) []byte {
 	return appendHead(dst, 200, "application/octet-stream", n, o)
 }
 
-// AppendStatus appends an answer with the given status and a one-line text
-// body msg. A 405 carries the Allow header.
-func AppendStatus(dst []byte, o *ResponseOptions, status int, msg string) []byte {
+// AppendStatus appends an answer about key (nil if there is none) with the
+// given status, saying why in msg: a one-line text body, or with o.JSON the
+// JSON object. A 405 carries the Allow header.
+func AppendStatus(dst []byte, o *ResponseOptions, key []byte, status int, msg string) []byte {
+	if o.JSON {
+		return appendJSONAnswer(dst, o, status, key, nil, msg)
+	}
 	dst = appendHead(dst, status, "text/plain; charset=utf-8", len(msg)+1, o)
 	if !o.Head {
 		dst = append(dst, msg...)

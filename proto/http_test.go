@@ -121,32 +121,32 @@ func TestParseRequestPipeline(t *testing.T) {
 func TestHTTPWriters(t *testing.T) {
 	date := []byte("Mon, 02 Jan 2006 15:04:05 GMT")
 	o := ResponseOptions{KeepAlive: true, Date: date}
-	got := string(AppendValue(nil, &o, []byte("hello")))
+	got := string(AppendValue(nil, &o, []byte("k"), []byte("hello")))
 	want := "HTTP/1.1 200 OK\r\nServer: redis-proxy\r\nDate: Mon, 02 Jan 2006 15:04:05 GMT\r\n" +
 		"Content-Type: application/octet-stream\r\nContent-Length: 5\r\n\r\nhello"
 	if got != want {
 		t.Fatalf("got %q\nwant %q", got, want)
 	}
 	o = ResponseOptions{Head: true, KeepAlive: true, HTTP10: true, Date: date}
-	got = string(AppendStatus(nil, &o, 405, "no"))
+	got = string(AppendStatus(nil, &o, nil, 405, "no"))
 	if !strings.Contains(got, "405 Method Not Allowed\r\n") || !strings.Contains(got, "Allow: GET, HEAD\r\n") ||
 		!strings.Contains(got, "Content-Length: 3\r\n") || !strings.Contains(got, "Connection: keep-alive\r\n") ||
 		!strings.HasSuffix(got, "\r\n\r\n") {
 		t.Fatalf("got %q", got)
 	}
 	o = ResponseOptions{Date: date}
-	got = string(AppendStatus(nil, &o, 404, "key not found"))
+	got = string(AppendStatus(nil, &o, []byte("k"), 404, "key not found"))
 	if !strings.Contains(got, "Connection: close\r\n") || !strings.HasSuffix(got, "\r\n\r\nkey not found\n") {
 		t.Fatalf("got %q", got)
 	}
 	// The cache's statements: Cache-Status on every answer, Age on a 200.
 	o = ResponseOptions{KeepAlive: true, Date: date, CacheStatus: "redis-proxy; hit", Age: 42}
-	got = string(AppendValue(nil, &o, []byte("v")))
+	got = string(AppendValue(nil, &o, []byte("k"), []byte("v")))
 	if !strings.Contains(got, "\r\nCache-Status: redis-proxy; hit\r\nAge: 42\r\n\r\nv") {
 		t.Fatalf("got %q", got)
 	}
 	o.CacheStatus = "redis-proxy; fwd=miss"
-	got = string(AppendStatus(nil, &o, 404, "key not found"))
+	got = string(AppendStatus(nil, &o, []byte("k"), 404, "key not found"))
 	if !strings.Contains(got, "\r\nCache-Status: redis-proxy; fwd=miss\r\n") || strings.Contains(got, "Age:") {
 		t.Fatalf("got %q", got)
 	}
@@ -209,8 +209,78 @@ func BenchmarkParseAnswerHTTPPipeline16(b *testing.B) {
 				b.Fatal(n, err)
 			}
 			o := ResponseOptionsFor(&req, date)
-			out = AppendValue(out, &o, value)
+			out = AppendValue(out, &o, req.Key, value)
 			buf = buf[n:]
+		}
+	}
+}
+
+func TestParseRequestLookup(t *testing.T) {
+	tests := []struct {
+		target string
+		key    string
+		json   bool
+		status int
+	}{
+		{"/lookup?key=k", "k", true, 0},
+		{"/lookup?key=k&x=1", "k", true, 0},
+		{"/lookup?x=1&key=k&y=2", "k", true, 0},
+		{"/lookup?x=1&y=2&key=k", "k", true, 0},
+		{"/lookup?key=a+b%20c%2Bd%26e%3Df", "a b c+d&e=f", true, 0},
+		{"/lookup?key=%e2%82%ac%ff%00", "€\xff\x00", true, 0},
+		{"/lookup?key=first&key=second", "first", true, 0},
+		{"/lookup?key=&key=second", "", true, 400},
+		{"/lookup?key=", "", true, 400},
+		{"/lookup?key", "", true, 400},
+		{"/lookup?x=1&key", "", true, 400},
+		{"/lookup?key=%zz", "", true, 400},
+		{"/lookup?key=a%4", "", true, 400},
+		{"/lookup?x=%zz&key=k", "k", true, 0}, // only the key parameter is decoded
+		{"http://host:1/lookup?key=k", "k", true, 0},
+		{"/lookup", "lookup", false, 0},
+		{"/lookup?", "lookup", false, 0},
+		{"/lookup?x=1", "lookup", false, 0},
+		{"/lookup?keys=k&Key=k&k=1", "lookup", false, 0},
+		{"/lookup/?key=k", "lookup/", false, 0},
+		{"/lookupx?key=k", "lookupx", false, 0},
+		{"/%6cookup?key=k", "lookup", false, 0}, // the path must be "lookup" as sent
+		{"/x/lookup?key=k", "x/lookup", false, 0},
+		{"/a+b?key=k", "a+b", false, 0}, // '+' stays '+' in a path
+	}
+	for _, tt := range tests {
+		in := "GET " + tt.target + " HTTP/1.1\r\n\r\n"
+		var req Request
+		req.JSON = !tt.json // a parse sets it either way
+		n, err := ParseRequest([]byte(in), &req)
+		if err != nil || n != len(in) {
+			t.Errorf("%s: n=%d err=%v", tt.target, n, err)
+			continue
+		}
+		if string(req.Key) != tt.key || req.JSON != tt.json || req.Status != tt.status {
+			t.Errorf("%s: key %q json %v status %d (%s), want %q %v %d",
+				tt.target, req.Key, req.JSON, req.Status, req.StatusMsg, tt.key, tt.json, tt.status)
+		}
+	}
+	// Another method is refused in the form the target asks for.
+	var req Request
+	if _, err := ParseRequest([]byte("POST /lookup?key=k HTTP/1.1\r\n\r\n"), &req); err != nil ||
+		req.Status != 405 || !req.JSON || string(req.Key) != "k" {
+		t.Errorf("POST: %+v", req)
+	}
+	if _, err := ParseRequest([]byte("POST /lookup?key=%zz HTTP/1.1\r\n\r\n"), &req); err != nil ||
+		req.Status != 405 || !req.JSON || len(req.Key) != 0 {
+		t.Errorf("POST with a bad escape: %+v", req)
+	}
+}
+
+func BenchmarkParseRequestLookup(b *testing.B) {
+	in := []byte("GET /lookup?key=key%3A000000000042 HTTP/1.1\r\nHost: 127.0.0.1:6380\r\nUser-Agent: wrk\r\n\r\n")
+	var req Request
+	b.ReportAllocs()
+	b.SetBytes(int64(len(in)))
+	for b.Loop() {
+		if n, err := ParseRequest(in, &req); n != len(in) || err != nil || !req.JSON {
+			b.Fatal(n, err)
 		}
 	}
 }

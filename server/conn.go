@@ -375,7 +375,7 @@ func (s *Server) refuseInput(cn *conn) {
 		_, dst := cn.answerBuf()
 		if cn.proto == proto.HTTP {
 			o := proto.ResponseOptions{Date: s.dateNow()}
-			*dst = proto.AppendStatus(*dst, &o, 431, "request or unanswered pipeline over 64 MiB")
+			*dst = proto.AppendStatus(*dst, &o, nil, 431, "request or unanswered pipeline over 64 MiB")
 		} else {
 			*dst = proto.AppendError(*dst, "ERR Protocol error: request or unanswered pipeline over 64 MiB")
 		}
@@ -513,6 +513,11 @@ func (sl *slot) referValue(o *proto.ResponseOptions, v []byte) {
 	sl.out = proto.AppendValueHead(sl.out, o, len(v))
 	sl.body = v
 }
+
+// byReference reports whether the 200 answer framed by o writes its value,
+// n bytes, by reference (bodyAt): only a raw body can be, as it is stored
+// (HEAD has none, JSON escapes it).
+func byReference(o *proto.ResponseOptions, n int) bool { return n >= bodyAt && !o.Head && !o.JSON }
 
 // fetchBytes is what a fetch of key in flight counts against its
 // connection's queued bytes and an MGET's bound.
@@ -828,7 +833,7 @@ func (s *Server) deliver(d *delivery) (first bool) {
 		return false
 	}
 	sl.inFlight -= fetchBytes(d.key)
-	s.fill(cn.lp, sl, d.part, r, stale, age)
+	s.fill(cn.lp, sl, d.part, d.key, r, stale, age)
 	cn.account(sl)
 	first = !cn.touched
 	cn.touched = true
@@ -850,10 +855,10 @@ func (s *Server) answer(cn *conn) {
 	}
 }
 
-// fill encodes a fetch result (stale: the stale value, age seconds old,
-// standing in for a failed fetch) into its slot, and counts the request once
-// it is answered.
-func (s *Server) fill(lp *loop, sl *slot, part int, r backend.Result, stale bool, age int64) {
+// fill encodes a fetch result for key (stale: the stale value, age seconds
+// old, standing in for a failed fetch) into its slot, and counts the request
+// once it is answered.
+func (s *Server) fill(lp *loop, sl *slot, part int, key string, r backend.Result, stale bool, age int64) {
 	switch sl.kind {
 	case kindGET:
 		if r.Found && len(r.Value) >= bodyAt {
@@ -869,10 +874,10 @@ func (s *Server) fill(lp *loop, sl *slot, part int, r backend.Result, stale bool
 		if stale {
 			sl.http.CacheStatus, sl.http.Age = cacheStale, age
 		}
-		if r.Found && len(r.Value) >= bodyAt && !sl.http.Head {
+		if r.Found && byReference(&sl.http, len(r.Value)) {
 			sl.referValue(&sl.http, r.Value)
 		} else {
-			sl.out = appendHTTPResult(sl.out, &sl.http, r)
+			sl.out = appendHTTPResult(sl.out, &sl.http, []byte(key), r)
 		}
 		sl.ready = true
 		lp.stats.count(proto.HTTP, fetchResult(r.Err, stale))

@@ -1,11 +1,14 @@
-// HTTP requests: GET or HEAD /<key>, answered from the cache or the backend.
+// HTTP requests: GET or HEAD /<key>, answered from the cache or the backend,
+// with the raw value or a text error; or GET or HEAD /lookup?key=<key>,
+// served the same way but answered with a JSON object (proto/json.go).
 //
-// Status codes: 200 with the raw value, 404 for a key Redis does not have,
+// Status codes: 200 with the value, 404 for a key Redis does not have,
 // 400/405 for requests the proxy will not serve (connection kept), 400, 413,
 // 414, 431, 501, 505 for requests it cannot frame (connection closed after
 // the answer), 502 when Redis is unreachable or answers an error, 504 when it
 // is too slow, 503 when the proxy is over its limits. Every error carries a
-// one-line text body saying why.
+// one-line reason: the text body, or the JSON answer's "error" (a JSON form
+// that cannot be framed is answered in text: the form is not known yet).
 
 package server
 
@@ -34,7 +37,7 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		errors.As(err, &he)
 		_, dst := cn.answerBuf()
 		o := proto.ResponseOptions{Date: s.dateNow()} // not keep-alive: announces the close
-		*dst = proto.AppendStatus(*dst, &o, he.Status, he.Msg)
+		*dst = proto.AppendStatus(*dst, &o, nil, he.Status, he.Msg)
 		cn.lp.stats.count(proto.HTTP, ResultError)
 		cn.closing = true
 		return len(buf)
@@ -50,29 +53,35 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 	o := proto.ResponseOptionsFor(req, s.dateNow())
 	sl, dst := cn.answerBuf()
 	if req.Status != 0 {
-		*dst = proto.AppendStatus(*dst, &o, req.Status, req.StatusMsg)
+		*dst = proto.AppendStatus(*dst, &o, req.Key, req.Status, req.StatusMsg)
 		cn.lp.stats.count(proto.HTTP, ResultError)
 		return n
 	}
 	if !s.admit(cn) {
 		o.RetryAfter = 1 // a bucket refills a second's worth in a second
-		*dst = proto.AppendStatus(*dst, &o, 503, "rate limit exceeded")
+		*dst = proto.AppendStatus(*dst, &o, req.Key, 503, "rate limit exceeded")
 		cn.lp.stats.count(proto.HTTP, ResultRefused)
 		return n
 	}
 	s.sample(cn.lp, req.Key)
-	var body []byte          // a large value, kept by reference (lru.KeptValueMin)
+	// A value of bodyAt or more is never written again (lru.KeptValueMin):
+	// it is not copied under the shard's lock.
+	var large []byte
 	o.CacheStatus = cacheHit // a miss's answer says otherwise (fill)
 	if s.cache.GetAge(req.Key, func(v []byte, age int64) {
 		o.Age = age
-		if len(v) >= bodyAt && !o.Head {
-			body = v
+		if len(v) >= bodyAt {
+			large = v
 		} else {
-			*dst = proto.AppendValue(*dst, &o, v)
+			*dst = proto.AppendValue(*dst, &o, req.Key, v)
 		}
 	}) {
-		if body != nil {
-			cn.bodySlot(sl).referValue(&o, body)
+		switch {
+		case large == nil:
+		case byReference(&o, len(large)):
+			cn.bodySlot(sl).referValue(&o, large)
+		default: // no body (HEAD), or an escaped one (JSON)
+			*dst = proto.AppendValue(*dst, &o, req.Key, large)
 		}
 		cn.lp.stats.count(proto.HTTP, ResultHit)
 		return n
@@ -85,20 +94,20 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 	return n
 }
 
-// appendHTTPResult encodes a fetch result as an HTTP answer.
-func appendHTTPResult(dst []byte, o *proto.ResponseOptions, r backend.Result) []byte {
+// appendHTTPResult encodes a fetch result for key as an HTTP answer.
+func appendHTTPResult(dst []byte, o *proto.ResponseOptions, key []byte, r backend.Result) []byte {
 	reply, isReply := backend.AsReply(r.Err)
 	switch {
 	case r.Found:
-		return proto.AppendValue(dst, o, r.Value)
+		return proto.AppendValue(dst, o, key, r.Value)
 	case r.Err == nil:
-		return proto.AppendStatus(dst, o, 404, "key not found")
+		return proto.AppendStatus(dst, o, key, 404, "key not found")
 	case isReply:
-		return proto.AppendStatus(dst, o, 502, "backend error: "+string(reply))
+		return proto.AppendStatus(dst, o, key, 502, "backend error: "+string(reply))
 	case errors.Is(r.Err, backend.ErrTimeout):
-		return proto.AppendStatus(dst, o, 504, "backend timeout")
+		return proto.AppendStatus(dst, o, key, 504, "backend timeout")
 	case errors.Is(r.Err, backend.ErrOverloaded):
-		return proto.AppendStatus(dst, o, 503, "backend overloaded: "+r.Err.Error())
+		return proto.AppendStatus(dst, o, key, 503, "backend overloaded: "+r.Err.Error())
 	}
-	return proto.AppendStatus(dst, o, 502, r.Err.Error())
+	return proto.AppendStatus(dst, o, key, 502, r.Err.Error())
 }

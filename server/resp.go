@@ -486,7 +486,7 @@ func configGet(args [][]byte, resp3 bool) []byte {
 func (s *Server) appendRefusal(dst []byte, cn *conn) []byte {
 	if cn.proto == proto.HTTP {
 		o := proto.ResponseOptions{Date: s.dateNow()}
-		return proto.AppendStatus(dst, &o, 503, "too many clients: --max-clients reached")
+		return proto.AppendStatus(dst, &o, nil, 503, "too many clients: --max-clients reached")
 	}
 	return proto.AppendError(dst, "ERR max number of clients reached")
 }

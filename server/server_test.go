@@ -314,6 +314,9 @@ func TestHitPathDoesNotAllocate(t *testing.T) {
 		"resp-pipe":  strings.Repeat("*2\r\n$3\r\nGET\r\n$16\r\nkey:000000000042\r\n", 16),
 		"http-pipe":  strings.Repeat("GET /key:000000000042 HTTP/1.1\r\nHost: x\r\n\r\n", 16),
 		"http-head":  "HEAD /key:000000000042 HTTP/1.1\r\n\r\n",
+		"json":       "GET /lookup?key=key%3A000000000042 HTTP/1.1\r\nHost: x\r\n\r\n",
+		"json-pipe":  strings.Repeat("GET /lookup?key=key:000000000042 HTTP/1.1\r\nHost: x\r\n\r\n", 16),
+		"json-head":  "HEAD /lookup?key=key:000000000042 HTTP/1.1\r\n\r\n",
 		"resp-ping":  "PING\r\n",
 		"resp-split": "*2\r\n$3\r\nGET\r\n$16\r\nkey:0000",
 	} {
@@ -344,7 +347,8 @@ func benchmarkHits(b *testing.B, req string, perOp int, limited bool) {
 	if limited {
 		s.limits = newRateLimits(1e9, 1e9, 2)
 	}
-	s.cache.Set("key:000000000042", make([]byte, 100))
+	// Printable: zero bytes would cost a JSON answer six bytes each (\u0000).
+	s.cache.Set("key:000000000042", bytes.Repeat([]byte("v"), 100))
 	c := lp.open(b)
 	c.send(req)
 	b.ReportAllocs()
@@ -374,6 +378,14 @@ func BenchmarkHitHTTP(b *testing.B) {
 
 func BenchmarkHitHTTPPipeline16(b *testing.B) {
 	benchmarkHits(b, strings.Repeat("GET /key:000000000042 HTTP/1.1\r\nHost: 127.0.0.1:6380\r\n\r\n", 16), 16, false)
+}
+
+func BenchmarkHitJSON(b *testing.B) {
+	benchmarkHits(b, "GET /lookup?key=key%3A000000000042 HTTP/1.1\r\nHost: 127.0.0.1:6380\r\n\r\n", 1, false)
+}
+
+func BenchmarkHitJSONPipeline16(b *testing.B) {
+	benchmarkHits(b, strings.Repeat("GET /lookup?key=key%3A000000000042 HTTP/1.1\r\nHost: 127.0.0.1:6380\r\n\r\n", 16), 16, false)
 }
 
 // benchmarkMisses measures the miss path end to end, through a real backend

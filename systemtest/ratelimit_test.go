@@ -74,16 +74,26 @@ func TestRateLimit(t *testing.T) {
 		t.Fatalf("PING while limited: %q", got)
 	}
 	hc := dialHTTP(t, p.addr)
-	for range 2 * rate { // until the bucket is spent again
-		hc.write(getRequest("k"))
-		res, body := hc.read("GET")
-		if res.StatusCode == 200 {
-			continue
+	for _, c := range []struct{ request, body string }{
+		{getRequest("k"), "rate limit exceeded\n"},
+		{"GET /lookup?key=k HTTP/1.1\r\nHost: proxy\r\n\r\n", `{"key":"k","status":503,"error":"rate limit exceeded"}`},
+	} {
+		refused := false
+		for range 2 * rate { // until the bucket is spent again
+			hc.write(c.request)
+			res, body := hc.read("GET")
+			if res.StatusCode == 200 {
+				continue
+			}
+			if res.StatusCode != 503 || res.Header.Get("Retry-After") != "1" || body != c.body || res.Close {
+				t.Fatalf("%q over the limit: %d, Retry-After %q, %q, close %v", c.request, res.StatusCode, res.Header.Get("Retry-After"), body, res.Close)
+			}
+			refused = true
+			break
 		}
-		if res.StatusCode != 503 || res.Header.Get("Retry-After") != "1" || body != "rate limit exceeded\n" || res.Close {
-			t.Fatalf("HTTP over the limit: %d, Retry-After %q, %q, close %v", res.StatusCode, res.Header.Get("Retry-After"), body, res.Close)
+		if !refused {
+			t.Fatalf("%q: never refused", c.request)
 		}
-		break
 	}
 	if got := proxyInfo(t, p.addr, "rate_limited_proxy"); got == "0" {
 		t.Fatal("no refusal counted in INFO")

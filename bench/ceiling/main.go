@@ -50,7 +50,7 @@ func (r *responder) OnTraffic(c gnet.Conn) gnet.Action {
 			n, err = proto.ParseRequest(buf[used:], &st.req)
 			if err == nil && n > 0 {
 				o := proto.ResponseOptionsFor(&st.req, []byte("Mon, 02 Jan 2006 15:04:05 GMT"))
-				st.out = proto.AppendValue(st.out, &o, r.value)
+				st.out = proto.AppendValue(st.out, &o, st.req.Key, r.value)
 			}
 		} else {
 			n, err = proto.ParseCommand(buf[used:], &st.cmd)
