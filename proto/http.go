@@ -24,7 +24,10 @@
 
 package proto
 
-import "bytes"
+import (
+	"bytes"
+	"strconv"
+)
 
 // MaxHeaderBytes bounds the request line plus headers.
 const MaxHeaderBytes = 8 << 10
@@ -412,10 +415,20 @@ func ResponseOptionsFor(req *Request, date []byte) ResponseOptions {
 	return ResponseOptions{Head: req.Method == MethodHEAD, JSON: req.JSON, KeepAlive: req.KeepAlive, HTTP10: req.HTTP10, Date: date}
 }
 
+// MaxJSONValue is the largest value answered in JSON. A JSON answer is
+// encoded whole, on the event loop, up to 6 times the value's size (control
+// bytes, each \u00XX): a larger value gets a 406 that says to read it raw,
+// which is written from the cache's copy as the client reads.
+const MaxJSONValue = 1 << 20
+
 // AppendValue appends a 200 answer carrying the value of key: the raw value,
-// or with o.JSON the JSON object naming both.
+// or with o.JSON the JSON object naming both (a 406 over MaxJSONValue).
 func AppendValue(dst []byte, o *ResponseOptions, key, value []byte) []byte {
 	if o.JSON {
+		if len(value) > MaxJSONValue {
+			return appendJSONAnswer(dst, o, 406, key, nil, "value of "+strconv.Itoa(len(value))+
+				" bytes, over the JSON form's 1 MiB: read it raw with GET /<key>")
+		}
 		return appendJSONAnswer(dst, o, 200, key, value, "")
 	}
 	dst = AppendValueHead(dst, o, len(value))
@@ -492,6 +505,8 @@ func statusText(status int) string {
 		return "Not Found"
 	case 405:
 		return "Method Not Allowed"
+	case 406:
+		return "Not Acceptable"
 	case 413:
 		return "Content Too Large"
 	case 414:

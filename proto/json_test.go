@@ -157,6 +157,15 @@ func TestJSONAnswers(t *testing.T) {
 	if res.StatusCode != 405 || res.Header.Get("Allow") != "GET, HEAD" || *a.Error != "use GET" {
 		t.Errorf("405: %v %+v", res.Header, a)
 	}
+	// A value over MaxJSONValue is not encoded: 406, read it raw.
+	res, _ = readJSONAnswer(t, AppendValue(nil, &jsonOptions, []byte("k"), make([]byte, MaxJSONValue)), false)
+	if res.StatusCode != 200 {
+		t.Errorf("a value of MaxJSONValue bytes: %d", res.StatusCode)
+	}
+	res, a = readJSONAnswer(t, AppendValue(nil, &jsonOptions, []byte("k"), make([]byte, MaxJSONValue+1)), false)
+	if res.StatusCode != 406 || a.Value != nil || !strings.Contains(*a.Error, "read it raw with GET /<key>") {
+		t.Errorf("a value over MaxJSONValue: %d %+v", res.StatusCode, a)
+	}
 
 	// HEAD: the same head, no body.
 	head := jsonOptions
@@ -193,7 +202,8 @@ func BenchmarkAppendJSONValue(b *testing.B) {
 
 // The head of a JSON answer is made on the stack whatever it holds.
 func TestJSONHeadFits(t *testing.T) {
-	o := ResponseOptions{JSON: true, HTTP10: true, KeepAlive: true, Date: jsonOptions.Date, CacheStatus: "redis-proxy; fwd=stale"}
+	o := ResponseOptions{JSON: true, HTTP10: true, KeepAlive: true, Date: jsonOptions.Date, CacheStatus: "redis-proxy; fwd=stale",
+		Age: 1<<63 - 1, RetryAfter: 1<<63 - 1}
 	for status := 200; status < 600; status++ {
 		if n := len(appendHead(nil, status, "application/json", 1<<62, &o)); n > maxHeadBytes {
 			t.Fatalf("status %d: head of %d bytes", status, n)

@@ -489,7 +489,7 @@ func TestLargeValueMemory(t *testing.T) {
 	redis := redistest.Start(t)
 	value := strings.Repeat("v", 20<<20)
 	redis.Do("SET", "big", value)
-	p := startProxy(t, redis.Addr, "--ttl", "1h")
+	p := startProxy(t, redis.Addr, "--ttl", "1h", "--backend-timeout", "10s") // a 20 MB fetch under -race on a busy machine can take over the default 1 s
 	before := p.procStatus("VmRSS")
 	hc, rc := dialHTTP(t, p.addr), dialRESP(t, p.addr)
 	for i := range 5 {
