@@ -46,6 +46,7 @@ type report struct {
 	writeMix          []writeMixRow
 	ttlCost           []ttlCostRow
 	loops             []loopsRow
+	options           []optionsRow
 	proxyFlags        map[string]string
 }
 
@@ -179,6 +180,7 @@ func (rep *report) markdown(svgRel string) string {
 	}
 
 	rep.loopsMarkdown(w)
+	rep.optionsMarkdown(w)
 
 	w("\n### Coherence (invalidation)\n\nStaleness: %s: from the SET's reply in Redis to the first GET through the proxy that returns the new value, reads polling.\n\n", rep.staleness)
 	if len(rep.writeMix) > 0 {

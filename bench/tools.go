@@ -149,6 +149,16 @@ func median(n int, measure func() result) result {
 		}
 		runs = append(runs, r)
 	}
+	return middle(runs)
+}
+
+// middle returns the run of median throughput (the first failure, if any).
+func middle(runs []result) result {
+	for _, r := range runs {
+		if r.err != "" {
+			return r
+		}
+	}
 	sort.Slice(runs, func(i, j int) bool { return runs[i].rps < runs[j].rps })
 	return runs[len(runs)/2]
 }

@@ -74,6 +74,7 @@ type Server struct {
 
 	eng      gnet.Engine
 	booted   chan struct{} // closed once the engine is up and eng is set
+	served   chan struct{} // closed once Serve has returned
 	draining atomic.Bool   // set by Shutdown: new connections are closed at once
 
 	clients      atomic.Int64 // open connections counted against MaxClients
@@ -106,6 +107,7 @@ func New(cfg Config, cache *lru.Cache, be *backend.Client) *Server {
 		log:     cfg.Logger,
 		started: time.Now(),
 		booted:  make(chan struct{}),
+		served:  make(chan struct{}),
 		loops:   make(map[gnet.EventLoop]*loop),
 	}
 	s.batches.New = func() any { return new(sentBatch) }
@@ -140,6 +142,7 @@ func DefaultLoops() int {
 // Serve listens on cfg.Listen and serves until Shutdown. It returns at once
 // with an error if the address cannot be listened on.
 func (s *Server) Serve() error {
+	defer close(s.served)
 	err := gnet.Run(s, "tcp://"+s.cfg.Listen,
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(s.cfg.Loops),
@@ -181,7 +184,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for s.pending.Load() > 0 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
-	return s.eng.Stop(ctx)
+	// gnet's Stop looks whether the engine has stopped only every 500 ms;
+	// Serve returns as soon as it has, which is what a SIGTERM waits for.
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.eng.Stop(ctx) }()
+	select {
+	case <-s.served:
+		return nil
+	case err := <-stopped:
+		return err
+	}
 }
 
 // OnBoot keeps the engine for Shutdown.
