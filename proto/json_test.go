@@ -11,26 +11,17 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/redis-proxy/redis-proxy/internal/lookuptest"
 )
 
 // The JSON answers are checked by reading them back with net/http and
 // encoding/json: whatever the key and value bytes, the answer must be one
 // well-framed response whose body is valid JSON giving them back.
 
-// lookupAnswer is a JSON answer's body as a client decodes it; absent
-// fields stay nil.
-type lookupAnswer struct {
-	Key         *string `json:"key"`
-	KeyEncoding string  `json:"key_encoding"`
-	Value       *string `json:"value"`
-	Encoding    string  `json:"encoding"`
-	Status      int     `json:"status"`
-	Error       *string `json:"error"`
-}
-
 // readJSONAnswer reads one response from raw (all of it, nothing after),
 // checks its framing, and decodes its body; head: it answers a HEAD.
-func readJSONAnswer(t testing.TB, raw []byte, head bool) (*http.Response, lookupAnswer) {
+func readJSONAnswer(t testing.TB, raw []byte, head bool) (*http.Response, lookuptest.Answer) {
 	t.Helper()
 	method := "GET"
 	if head {
@@ -48,9 +39,8 @@ func readJSONAnswer(t testing.TB, raw []byte, head bool) (*http.Response, lookup
 	if res.Header.Get("Content-Type") != "application/json" {
 		t.Fatalf("%.200q: Content-Type %q", raw, res.Header.Get("Content-Type"))
 	}
-	var a lookupAnswer
 	if head {
-		return res, a
+		return res, lookuptest.Answer{}
 	}
 	if res.ContentLength != int64(len(body)) {
 		t.Fatalf("%.200q: Content-Length %d, body %d bytes", raw, res.ContentLength, len(body))
@@ -58,13 +48,9 @@ func readJSONAnswer(t testing.TB, raw []byte, head bool) (*http.Response, lookup
 	if !utf8.Valid(body) || !json.Valid(body) {
 		t.Fatalf("not valid JSON: %.200q", body)
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&a); err != nil {
+	a, err := lookuptest.Decode(body, res.StatusCode)
+	if err != nil {
 		t.Fatalf("%.200q: %v", body, err)
-	}
-	if a.Status != res.StatusCode {
-		t.Fatalf("%.200q: status field %d, HTTP status %d", body, a.Status, res.StatusCode)
 	}
 	return res, a
 }

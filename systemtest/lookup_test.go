@@ -2,44 +2,29 @@ package systemtest
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis-proxy/redis-proxy/internal/lookuptest"
 	"github.com/redis-proxy/redis-proxy/internal/redistest"
 )
 
 // The JSON form, GET /lookup?key=<key>: every answer is read with net/http
 // and its body decoded with encoding/json.
 
-// lookupAnswer is the body of a JSON answer; absent fields stay nil.
-type lookupAnswer struct {
-	Key         *string `json:"key"`
-	KeyEncoding string  `json:"key_encoding"`
-	Value       *string `json:"value"`
-	Encoding    string  `json:"encoding"`
-	Status      int     `json:"status"`
-	Error       *string `json:"error"`
-}
-
 // lookup sends GET target and decodes the JSON answer, whose status field
 // must be the HTTP status.
-func (hc *httpConn) lookup(target string) (*http.Response, lookupAnswer) {
+func (hc *httpConn) lookup(target string) (*http.Response, lookuptest.Answer) {
 	hc.t.Helper()
 	res, body := hc.readAfter("GET " + target + " HTTP/1.1\r\nHost: proxy\r\n\r\n")
 	if ct := res.Header.Get("Content-Type"); ct != "application/json" {
 		hc.t.Fatalf("%s: %d, Content-Type %q, body %q", target, res.StatusCode, ct, body)
 	}
-	var a lookupAnswer
-	dec := json.NewDecoder(strings.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&a); err != nil || dec.More() {
+	a, err := lookuptest.Decode([]byte(body), res.StatusCode)
+	if err != nil {
 		hc.t.Fatalf("%s: body %q: %v", target, body, err)
-	}
-	if a.Status != res.StatusCode {
-		hc.t.Fatalf("%s: status field %d, HTTP status %d", target, a.Status, res.StatusCode)
 	}
 	return res, a
 }
