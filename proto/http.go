@@ -67,11 +67,14 @@ var (
 // Request is one parsed HTTP request. Reuse it across calls: Key keeps its
 // capacity.
 type Request struct {
-	Method    Method
-	Key       []byte // percent-decoded key, owned by the Request
-	JSON      bool   // asked as /lookup?key=<key>: answered in JSON
-	KeepAlive bool   // the connection stays open after the answer
-	HTTP10    bool   // the request was HTTP/1.0 (its keep-alive must be confirmed)
+	Method Method
+	Key    []byte // percent-decoded key, owned by the Request
+	JSON   bool   // asked as /lookup?key=<key>: answered in JSON
+	// Authorization is the Authorization header's value, a view into the
+	// parsed buffer (valid until it is consumed), nil without one.
+	Authorization []byte
+	KeepAlive     bool // the connection stays open after the answer
+	HTTP10        bool // the request was HTTP/1.0 (its keep-alive must be confirmed)
 	// Status is non-zero when the request is well framed but refused; StatusMsg says why.
 	Status    int
 	StatusMsg string
@@ -88,7 +91,7 @@ func ParseRequest(buf []byte, req *Request) (int, error) {
 	if end == 0 || err != nil {
 		return 0, err
 	}
-	req.Key, req.JSON = req.Key[:0], false
+	req.Key, req.JSON, req.Authorization = req.Key[:0], false, nil
 	req.Status, req.StatusMsg = 0, ""
 
 	lineEnd := bytes.IndexByte(buf, '\n')
@@ -225,6 +228,8 @@ func parseHeaders(block []byte, req *Request) (int, error) {
 			bodyLen = n
 		case EqualFold(name, "transfer-encoding"):
 			return 0, ErrChunkedBody
+		case EqualFold(name, "authorization"):
+			req.Authorization = value
 		}
 	}
 	if bodyLen < 0 {
@@ -408,6 +413,8 @@ type ResponseOptions struct {
 	// RetryAfter, if positive, is sent as Retry-After: the seconds after
 	// which a refused request may succeed.
 	RetryAfter int
+	// Challenge, on a 401, is sent as WWW-Authenticate: how to authenticate.
+	Challenge string
 }
 
 // ResponseOptionsFor returns the framing of the answer to req.
@@ -474,6 +481,10 @@ func appendHead(dst []byte, status int, contentType string, length int, o *Respo
 	if status == 405 {
 		dst = append(dst, "\r\nAllow: GET, HEAD"...)
 	}
+	if status == 401 && o.Challenge != "" {
+		dst = append(dst, "\r\nWWW-Authenticate: "...)
+		dst = append(dst, o.Challenge...)
+	}
 	if o.RetryAfter > 0 {
 		dst = append(dst, "\r\nRetry-After: "...)
 		dst = appendUint(dst, uint64(o.RetryAfter))
@@ -501,6 +512,10 @@ func statusText(status int) string {
 		return "OK"
 	case 400:
 		return "Bad Request"
+	case 401:
+		return "Unauthorized"
+	case 403:
+		return "Forbidden"
 	case 404:
 		return "Not Found"
 	case 405:

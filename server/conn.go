@@ -107,7 +107,8 @@ type conn struct {
 	closed     bool          // OnClose has run: never touch c again
 	closing    bool          // parse nothing more; close once the queued answers are written
 	lingering  bool          // closing, and waiting for the socket to take the last bytes
-	rejected   bool          // over --max-clients: refuse on the first bytes
+	rejected   refusal       // why the connection is refused on its first bytes, if it is
+	authed     bool          // the client gave the password, or none is needed (auth.go)
 	resp3      bool          // HELLO 3 switched the connection to RESP3
 	paused     bool          // the FIFO was full when parsing stopped
 	blocked    bool          // more than outputHigh unsent: parse nothing until it drains
@@ -130,6 +131,15 @@ type conn struct {
 	id   uint64 // the client id HELLO reports
 	name string // CLIENT SETNAME
 }
+
+// refusal is why a connection is refused as soon as it speaks.
+type refusal uint8
+
+const (
+	admitted          refusal = iota
+	refusedMaxClients         // over --max-clients
+	refusedProtected          // a non-loopback client in protected mode
+)
 
 type slotKind uint8
 
@@ -281,7 +291,7 @@ func (s *Server) processOnce(cn *conn) bool {
 		if cn.proto = proto.Detect(buf); cn.proto == proto.Unknown {
 			return false
 		}
-		if cn.rejected {
+		if cn.rejected != admitted {
 			return s.refuse(cn)
 		}
 	}

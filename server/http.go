@@ -57,6 +57,12 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		cn.lp.stats.count(proto.HTTP, ResultError)
 		return n
 	}
+	if !s.httpAuthorized(req) {
+		o.Challenge = bearerChallenge
+		*dst = proto.AppendStatus(*dst, &o, req.Key, 401, "authentication required: send Authorization: Bearer <the --require-pass password>")
+		cn.lp.stats.count(proto.HTTP, ResultError)
+		return n
+	}
 	if !s.admit(cn) {
 		o.RetryAfter = 1 // a bucket refills a second's worth in a second
 		*dst = proto.AppendStatus(*dst, &o, req.Key, 503, "rate limit exceeded")

@@ -65,6 +65,7 @@ type Stats struct {
 	Clients      int64              // open client connections counted against --max-clients
 	Accepted     uint64             // connections accepted
 	Rejected     uint64             // connections refused over --max-clients
+	Denied       uint64             // connections protected mode turned away
 	InFlight     int64              // fetches asked for whose answers are not delivered yet
 	StaleAnswers uint64             // failed fetches answered with a stale value (--stale-if-error)
 	Loops        int                // event loops
@@ -73,7 +74,7 @@ type Stats struct {
 // Stats reads the front end's counters: cheap atomics the loops keep, summed
 // here, so that reading them costs the request path nothing.
 func (s *Server) Stats() Stats {
-	st := Stats{Clients: s.clients.Load(), Accepted: s.accepted.Load(), Rejected: s.rejected.Load(),
+	st := Stats{Clients: s.clients.Load(), Accepted: s.accepted.Load(), Rejected: s.rejected.Load(), Denied: s.denied.Load(),
 		InFlight: s.pending.Load(), Loops: s.cfg.Loops, StaleAnswers: s.staleAnswers.Load()}
 	s.loopsMu.Lock()
 	for _, lp := range s.loops {
@@ -139,6 +140,7 @@ func (s *Server) info(asked [][]byte) string {
 		case "stats":
 			field("total_connections_received", st.Accepted)
 			field("rejected_connections", st.Rejected)
+			field("denied_connections", st.Denied)
 			field("total_commands_processed", sum(st.RESP[:]))
 			field("total_http_requests", sum(st.HTTP[:]))
 			field("resp_requests", byResult(&st.RESP))

@@ -52,6 +52,10 @@ func (s *Server) serveRESP(cn *conn, buf []byte) int {
 
 func (s *Server) command(cn *conn, args [][]byte) {
 	name := args[0]
+	if !cn.authed && !proto.EqualFold(name, "auth") && !proto.EqualFold(name, "hello") && !proto.EqualFold(name, "quit") {
+		s.reply(cn, noAuthReply)
+		return
+	}
 	switch {
 	case proto.EqualFold(name, "get"):
 		if len(args) != 2 {
@@ -104,7 +108,7 @@ func (s *Server) command(cn *conn, args [][]byte) {
 	case proto.EqualFold(name, "info"):
 		s.reply(cn, proto.AppendBulkString(nil, s.info(args[1:])))
 	case proto.EqualFold(name, "auth"):
-		s.reply(cn, auth(args))
+		s.reply(cn, s.authenticate(cn, args))
 	default:
 		s.reply(cn, unknownCommand(args))
 	}
@@ -373,21 +377,6 @@ func commandInfo(args [][]byte, resp3 bool) []byte {
 	return proto.AppendArray(nil, 0)
 }
 
-// auth answers as Redis does when the default user has no password: the
-// one-argument form is an error (so a misconfigured client learns it), the
-// two-argument form succeeds for the default user.
-func auth(args [][]byte) []byte {
-	switch {
-	case len(args) == 2:
-		return proto.AppendError(nil, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
-	case len(args) == 3 && string(args[1]) == "default":
-		return okReply
-	case len(args) == 3:
-		return proto.AppendError(nil, "WRONGPASS invalid username-password pair or user is disabled.")
-	}
-	return wrongArgs("auth")
-}
-
 // hello answers HELLO [protover [AUTH user pass] [SETNAME name]]: it switches
 // the connection to RESP2 or RESP3 and describes the server, as Redis 7 does.
 func (s *Server) hello(cn *conn, args [][]byte) []byte {
@@ -409,7 +398,7 @@ func (s *Server) hello(cn *conn, args [][]byte) []byte {
 	for i := 2; i < len(args); i++ {
 		switch {
 		case proto.EqualFold(args[i], "auth") && i+2 < len(args):
-			if reply := auth(args[i : i+3]); !bytes.Equal(reply, okReply) {
+			if reply := s.authenticate(cn, args[i:i+3]); !bytes.Equal(reply, okReply) {
 				return reply
 			}
 			i += 2
@@ -419,6 +408,9 @@ func (s *Server) hello(cn *conn, args [][]byte) []byte {
 		default:
 			return proto.AppendError(nil, "ERR Syntax error in HELLO option '"+string(truncate(args[i], 128))+"'")
 		}
+	}
+	if !cn.authed {
+		return noAuthHello
 	}
 	cn.resp3, cn.name = resp3, name
 	out := proto.AppendMap(nil, 7, resp3)
@@ -482,10 +474,15 @@ func configGet(args [][]byte, resp3 bool) []byte {
 	return out
 }
 
-// appendRefusal answers a connection refused for --max-clients, in its protocol.
+// appendRefusal answers a refused connection, in its protocol.
 func (s *Server) appendRefusal(dst []byte, cn *conn) []byte {
-	if cn.proto == proto.HTTP {
-		o := proto.ResponseOptions{Date: s.dateNow()}
+	o := proto.ResponseOptions{Date: s.dateNow()}
+	switch {
+	case cn.rejected == refusedProtected && cn.proto == proto.HTTP:
+		return proto.AppendStatus(dst, &o, nil, 403, protectedMessage)
+	case cn.rejected == refusedProtected:
+		return proto.AppendError(dst, "DENIED "+protectedMessage)
+	case cn.proto == proto.HTTP:
 		return proto.AppendStatus(dst, &o, nil, 503, "too many clients: --max-clients reached")
 	}
 	return proto.AppendError(dst, "ERR max number of clients reached")

@@ -58,7 +58,12 @@ type Config struct {
 	// proxy-wide and per client IP; 0 is no limit (ratelimit.go).
 	RateLimit          float64
 	RateLimitPerClient float64
-	Logger             *slog.Logger
+	// RequirePass, if set, is the password clients must give (auth.go).
+	RequirePass string
+	// ProtectedMode refuses non-loopback clients of a proxy listening on
+	// every interface without RequirePass, as Redis's protected mode does.
+	ProtectedMode bool
+	Logger        *slog.Logger
 }
 
 // Server is the proxy's front end. Create it with New, run it with Serve,
@@ -80,11 +85,14 @@ type Server struct {
 	clients      atomic.Int64 // open connections counted against MaxClients
 	refusing     atomic.Int64 // refused connections waiting to be told so
 	rejected     atomic.Uint64
+	denied       atomic.Uint64 // connections protected mode turned away
 	accepted     atomic.Uint64
+	protected    bool          // protected mode is on (auth.go)
 	staleAnswers atomic.Uint64 // failed fetches answered with a stale value
-	// refusedLogged is rejected as last logged (OnTick's only).
-	refusedLogged uint64
-	pending       atomic.Int64 // fetches issued whose answers have not been delivered
+	// refusedLogged and deniedLogged are rejected and denied as last
+	// logged (OnTick's only).
+	refusedLogged, deniedLogged uint64
+	pending                     atomic.Int64 // fetches issued whose answers have not been delivered
 
 	date  atomic.Pointer[[]byte] // the HTTP Date header value, refreshed every second
 	clock atomic.Int64           // seconds since started, refreshed every second (idle checks)
@@ -115,6 +123,7 @@ func New(cfg Config, cache *lru.Cache, be *backend.Client) *Server {
 		s.cfg.Loops = DefaultLoops()
 	}
 	s.limits = newRateLimits(cfg.RateLimit, cfg.RateLimitPerClient, s.cfg.Loops)
+	s.protected = protects(cfg)
 	if cfg.PinCPUs {
 		s.cpus = allowedCPUs()
 	}
@@ -214,6 +223,10 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 		s.log.Warn("clients refused: --max-clients reached", "refused", refused-s.refusedLogged, "max_clients", s.cfg.MaxClients)
 		s.refusedLogged = refused
 	}
+	if denied := s.denied.Load(); denied != s.deniedLogged {
+		s.log.Warn("clients refused: protected mode (every interface, no --require-pass) serves loopback clients only", "refused", denied-s.deniedLogged)
+		s.deniedLogged = denied
+	}
 	if s.limits != nil {
 		s.limits.sweep()
 	}
@@ -297,30 +310,41 @@ const (
 	refuseWait  = time.Second
 )
 
-// OnOpen admits a connection, or marks it to be refused when MaxClients are
-// open (the refusal is sent in the client's protocol, once its first bytes
-// say which, or as RESP after refuseWait of silence).
+// OnOpen admits a connection, or marks it to be refused when protected mode
+// turns it away or MaxClients are open (the refusal is sent in the client's
+// protocol, once its first bytes say which, or as RESP after refuseWait of
+// silence).
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if s.draining.Load() {
 		return nil, gnet.Close
 	}
+	if s.protected && deniedFrom(c.RemoteAddr()) {
+		s.denied.Add(1)
+		return s.openRefused(c, refusedProtected)
+	}
 	if s.clients.Add(1) > int64(s.cfg.MaxClients) {
 		s.clients.Add(-1)
 		s.rejected.Add(1)
-		if s.refusing.Add(1) > maxRefusing {
-			s.refusing.Add(-1)
-			return nil, gnet.Close
-		}
-		cn := s.newConn(c)
-		cn.rejected = true
-		s.closeIfSilent(cn)
-		return nil, gnet.None
+		return s.openRefused(c, refusedMaxClients)
 	}
 	cn := s.newConn(c)
 	if s.limits != nil {
 		cn.limit = s.limits.open(c.RemoteAddr())
 	}
 	s.keepAlive(c)
+	return nil, gnet.None
+}
+
+// openRefused opens a connection only to refuse it, for why; past
+// maxRefusing such connections, it closes it at once.
+func (s *Server) openRefused(c gnet.Conn, why refusal) ([]byte, gnet.Action) {
+	if s.refusing.Add(1) > maxRefusing {
+		s.refusing.Add(-1)
+		return nil, gnet.Close
+	}
+	cn := s.newConn(c)
+	cn.rejected = why
+	s.closeIfSilent(cn)
 	return nil, gnet.None
 }
 
@@ -341,7 +365,7 @@ func (s *Server) keepAlive(c gnet.Conn) {
 // newConn creates c's state and registers it with its loop.
 func (s *Server) newConn(c gnet.Conn) *conn {
 	lp := s.loopOf(c)
-	cn := &conn{c: c, lp: lp, id: s.accepted.Add(1), lastActive: s.clock.Load(), index: len(lp.conns)}
+	cn := &conn{c: c, lp: lp, id: s.accepted.Add(1), lastActive: s.clock.Load(), index: len(lp.conns), authed: s.cfg.RequirePass == ""}
 	lp.conns = append(lp.conns, cn)
 	c.SetContext(cn)
 	return cn
@@ -359,7 +383,7 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	if cn.limit != nil {
 		s.limits.close(cn.limit)
 	}
-	if cn.rejected {
+	if cn.rejected != admitted {
 		s.refusing.Add(-1)
 	} else {
 		s.clients.Add(-1)

@@ -76,6 +76,7 @@ type fakeConn struct {
 	out       bytes.Buffer
 	ctx       any
 	closed    bool
+	remote    net.Addr // the client's address; nil: an empty one
 
 	looked int  // bytes handed out by Peek and Read: the server's reading work
 	stuck  bool // the client reads nothing: written bytes stay unsent
@@ -116,11 +117,16 @@ func (c *fakeConn) Write(p []byte) (int, error) {
 	}
 	return c.out.Write(p)
 }
-func (c *fakeConn) OutboundBuffered() int         { return c.unsent }
-func (c *fakeConn) Context() any                  { return c.ctx }
-func (c *fakeConn) SetContext(v any)              { c.ctx = v }
-func (c *fakeConn) EventLoop() gnet.EventLoop     { return c.loop }
-func (c *fakeConn) RemoteAddr() net.Addr          { return &net.TCPAddr{} }
+func (c *fakeConn) OutboundBuffered() int     { return c.unsent }
+func (c *fakeConn) Context() any              { return c.ctx }
+func (c *fakeConn) SetContext(v any)          { c.ctx = v }
+func (c *fakeConn) EventLoop() gnet.EventLoop { return c.loop }
+func (c *fakeConn) RemoteAddr() net.Addr {
+	if c.remote == nil {
+		return &net.TCPAddr{}
+	}
+	return c.remote
+}
 func (c *fakeConn) send(s string) (closeNow bool) { c.in = append(c.in, s...); return c.traffic() }
 func (c *fakeConn) traffic() bool                 { return c.loop.srv.OnTraffic(c) == gnet.Close }
 func (c *fakeConn) takeOut() string               { s := c.out.String(); c.out.Reset(); return s }

@@ -30,8 +30,18 @@ func goroutines(t testing.TB, pprof string) int {
 
 // proxyInfo returns one field of the proxy's INFO.
 func proxyInfo(t testing.TB, addr, field string) string {
+	return proxyInfoAs(t, addr, "", field)
+}
+
+// proxyInfoAs is proxyInfo from a client that first gives password, if any.
+func proxyInfoAs(t testing.TB, addr, password, field string) string {
 	rc := dialRESP(t, addr)
 	defer rc.c.Close() // at once: --max-clients tests count connections
+	if password != "" {
+		if got := show(rc.do("AUTH", password)); got != "OK" {
+			t.Fatalf("AUTH: %q", got)
+		}
+	}
 	info := rc.do("INFO").String()
 	m := regexp.MustCompile(field + `:(\S+)`).FindStringSubmatch(info)
 	if m == nil {

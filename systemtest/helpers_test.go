@@ -42,11 +42,12 @@ func binary(t testing.TB) string {
 
 // proxy is a running redis-proxy process.
 type proxy struct {
-	t      testing.TB
-	addr   string
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	exited chan error
+	t        testing.TB
+	addr     string
+	password string // its --require-pass, if any
+	cmd      *exec.Cmd
+	stderr   *syncBuffer
+	exited   chan error
 }
 
 type syncBuffer struct {
@@ -74,7 +75,18 @@ func startProxy(t testing.TB, redisAddr string, flags ...string) *proxy {
 	// No admin server unless a test asks for one: its default port would be
 	// shared by every proxy the tests run at once.
 	args := append([]string{"--listen", addr, "--redis", redisAddr, "--loops", "2", "--log-level", "warn", "--admin-listen", ""}, flags...)
-	p := &proxy{t: t, addr: addr, cmd: exec.Command(binary(t), args...), stderr: &syncBuffer{}, exited: make(chan error, 1)}
+	password := ""
+	for i, f := range flags {
+		switch {
+		case i+1 == len(flags):
+		case f == "--listen": // the test's own (every interface, say), reached on loopback
+			_, port, _ := net.SplitHostPort(flags[i+1])
+			addr = "127.0.0.1:" + port
+		case f == "--require-pass":
+			password = flags[i+1]
+		}
+	}
+	p := &proxy{t: t, addr: addr, password: password, cmd: exec.Command(binary(t), args...), stderr: &syncBuffer{}, exited: make(chan error, 1)}
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -113,7 +125,7 @@ func startProxy(t testing.TB, redisAddr string, flags ...string) *proxy {
 func (p *proxy) awaitTracking() {
 	p.t.Helper()
 	eventually(p.t, "invalidation tracking to settle", func() string {
-		if got := proxyInfo(p.t, p.addr, "invalidation"); got == "reconnecting" {
+		if got := proxyInfoAs(p.t, p.addr, p.password, "invalidation"); got == "reconnecting" {
 			return got
 		}
 		return ""

@@ -142,7 +142,7 @@ var (
 	descTracking      = desc("tracking_state", "Invalidation tracking: 1 for the current state (on, off, reconnecting, unsupported).", "state")
 	descOpen          = desc("connections_open", "Client connections open (counted against --max-clients).")
 	descAccepted      = desc("connections_accepted_total", "Client connections accepted.")
-	descRefused       = desc("connections_refused_total", "Client connections refused over --max-clients.")
+	descRefused       = desc("connections_refused_total", "Client connections refused: over --max-clients (reason=\"max-clients\"), or turned away by protected mode (reason=\"protected-mode\").", "reason")
 	descLoops         = desc("event_loops", "Event loops serving clients.")
 	descLatency       = desc("backend_fetch_duration_seconds", "Round trip of a GET to Redis (the miss path only).")
 	descBuild         = desc("build_info", "The proxy's version; always 1.", "version", "goversion")
@@ -196,7 +196,8 @@ func (a *admin) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descOpen, float64(ss.Clients))
 	counter(descAccepted, ss.Accepted)
-	counter(descRefused, ss.Rejected)
+	counter(descRefused, ss.Rejected, "max-clients")
+	counter(descRefused, ss.Denied, "protected-mode")
 	gauge(descLoops, float64(ss.Loops))
 	buckets := make(map[float64]uint64, len(backend.LatencyBounds))
 	for i, b := range backend.LatencyBounds {

@@ -44,6 +44,8 @@ type config struct {
 	loops           int
 	rateLimit       int
 	rateLimitClient int
+	requirePass     string
+	protectedMode   bool
 	backendTimeout  time.Duration
 	staleIfError    time.Duration
 	invalidation    bool
@@ -109,6 +111,8 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	intFlag(fs, &c.maxParallel, "max-parallel", 256, 1, maxParallel, "backend fetches in flight at once (more are queued)")
 	intFlag(fs, &c.loops, "loops", 0, 0, maxLoops, "event loops (0 = half the CPUs, at least 1)")
 	intFlag(fs, &c.rateLimit, "rate-limit", 0, 0, maxRate, "key `reads` a second served by the whole proxy; more get 503 / -ERR rate limit exceeded (0 = no limit)")
+	fs.StringVar(&c.requirePass, "require-pass", "", "`password` clients must give: RESP AUTH, HTTP Authorization: Bearer (empty: none; prefer the environment variable, which ps does not show)")
+	fs.BoolVar(&c.protectedMode, "protected-mode", true, "listening on every interface without --require-pass, serve loopback clients only")
 	intFlag(fs, &c.rateLimitClient, "rate-limit-per-client", 0, 0, maxRate, "key `reads` a second served to one client IP (0 = no limit)")
 	durationFlag(fs, &c.backendTimeout, "backend-timeout", time.Second, 1, "longest wait for Redis on a miss (then 504 / -ERR backend timeout)")
 	durationFlag(fs, &c.staleIfError, "stale-if-error", 0, 0, "when Redis fails, serve an entry expired less than this ago (0 = off)")
@@ -513,6 +517,8 @@ func run(cfg config) error {
 		TCPKeepAlive:       cfg.tcpKeepAlive,
 		RateLimit:          float64(cfg.rateLimit),
 		RateLimitPerClient: float64(cfg.rateLimitClient),
+		RequirePass:        cfg.requirePass,
+		ProtectedMode:      cfg.protectedMode,
 		Logger:             log,
 	}, cache, be)
 
@@ -545,7 +551,8 @@ func run(cfg config) error {
 	log.Info("started", "version", version(), "listen", cfg.listen, "redis", backend.Redacted(cfg.redis),
 		"admin", cfg.adminListen, "capacity", cfg.capacity, "max_memory", int64(cfg.maxMemory), "ttl", cfg.ttl.String(),
 		"loops", srv.Stats().Loops, "max_clients", cfg.maxClients, "invalidation", cfg.invalidation,
-		"rate_limit", cfg.rateLimit, "rate_limit_per_client", cfg.rateLimitClient)
+		"rate_limit", cfg.rateLimit, "rate_limit_per_client", cfg.rateLimitClient,
+		"require_pass", cfg.requirePass != "", "protected_mode", cfg.protectedMode)
 	// The first ping only informs, so it runs beside the wait for a signal:
 	// with a long --backend-timeout and a Redis that does not answer, a
 	// SIGTERM must not wait for it.

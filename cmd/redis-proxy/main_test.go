@@ -21,7 +21,7 @@ func TestDefaults(t *testing.T) {
 	}
 	want := config{listen: "127.0.0.1:6380", redis: "127.0.0.1:6379", capacity: 100000, ttl: 10 * time.Second,
 		maxClients: 10000, maxParallel: 256, loops: 0, backendTimeout: time.Second, shutdownTimeout: 5 * time.Second,
-		tcpKeepAlive: 300 * time.Second, pinCPUs: true, logLevel: "info", pprof: false, invalidation: true, respectTTL: true,
+		tcpKeepAlive: 300 * time.Second, pinCPUs: true, logLevel: "info", pprof: false, protectedMode: true, invalidation: true, respectTTL: true,
 		adminListen: "127.0.0.1:9380", logFormat: "text"}
 	if c != want {
 		t.Fatalf("got %+v\nwant %+v", c, want)
@@ -128,6 +128,8 @@ func TestFlagRanges(t *testing.T) {
 		"log-level":             func(c config) any { return c.logLevel },
 		"pprof":                 func(c config) any { return c.pprof },
 		"rate-limit":            func(c config) any { return c.rateLimit },
+		"require-pass":          func(c config) any { return c.requirePass },
+		"protected-mode":        func(c config) any { return c.protectedMode },
 		"rate-limit-per-client": func(c config) any { return c.rateLimitClient },
 		"admin-listen":          func(c config) any { return c.adminListen },
 		"log-format":            func(c config) any { return c.logFormat },
@@ -249,6 +251,10 @@ func TestFlagRanges(t *testing.T) {
 		{"rate-limit-per-client", "x", nil, "--rate-limit-per-client"},
 
 		{"pprof", "true", true, ""},
+
+		{"require-pass", "s3cret", "s3cret", ""},
+		{"protected-mode", "false", false, ""},
+		{"protected-mode", "maybe", nil, "--protected-mode"},
 		{"pprof", "127.0.0.1:6060", nil, "\"127.0.0.1:6060\""}, // not a switch: profiles moved to the admin port
 
 		{"admin-listen", "0.0.0.0:9380", "0.0.0.0:9380", ""},
