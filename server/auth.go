@@ -6,7 +6,8 @@
 // and QUIT; until then it is answered -NOAUTH, as Redis answers, and a wrong
 // password -WRONGPASS. HTTP is stateless: every request carries
 // Authorization: Bearer <password> or is answered 401 with a
-// WWW-Authenticate challenge. Passwords are compared in constant time.
+// WWW-Authenticate challenge. Passwords are compared by their SHA-256
+// digests, in time that tells nothing of the password, its length included.
 //
 // Protected mode is Redis's: a proxy that listens on every interface without
 // a password serves loopback clients only, and tells the others, in their
@@ -15,6 +16,7 @@
 package server
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"net"
 
@@ -31,10 +33,29 @@ var (
 	noPassReply    = proto.AppendError(nil, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
 )
 
-// passwordIs reports whether p is the password, in time independent of
-// where they differ.
+// passwordIs reports whether p is the password.
 func (s *Server) passwordIs(p []byte) bool {
-	return subtle.ConstantTimeCompare(p, []byte(s.cfg.RequirePass)) == 1
+	return PasswordMatches(p, &s.passwordDigest)
+}
+
+// PasswordMatches reports whether p has the SHA-256 digest want, in time
+// independent of p and of where it differs.
+func PasswordMatches(p []byte, want *[sha256.Size]byte) bool {
+	got := sha256.Sum256(p)
+	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
+}
+
+// BearerToken returns the token of an Authorization header value of the
+// Bearer scheme (its name in any case, as HTTP has it), or nil.
+func BearerToken(authorization []byte) []byte {
+	if len(authorization) < 7 || !proto.EqualFold(authorization[:6], "bearer") || authorization[6] != ' ' {
+		return nil
+	}
+	token := authorization[7:]
+	for len(token) > 0 && token[0] == ' ' {
+		token = token[1:]
+	}
+	return token
 }
 
 // authenticate answers AUTH [user] password (args as sent, AUTH first).
@@ -67,22 +88,19 @@ func (s *Server) httpAuthorized(req *proto.Request) bool {
 	if s.cfg.RequirePass == "" {
 		return true
 	}
-	a := req.Authorization
-	return len(a) > 7 && proto.EqualFold(a[:6], "bearer") && a[6] == ' ' && s.passwordIs(a[7:])
+	token := BearerToken(req.Authorization)
+	return len(token) > 0 && s.passwordIs(token)
 }
 
 // protects reports whether protected mode is on for cfg: asked for, no
-// password, and a listen address on every interface.
+// password, and a listen address on every interface, resolved as the
+// listener resolves it (a name may stand for 0.0.0.0).
 func protects(cfg Config) bool {
 	if !cfg.ProtectedMode || cfg.RequirePass != "" {
 		return false
 	}
-	host, _, err := net.SplitHostPort(cfg.Listen)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host == "" || ip != nil && ip.IsUnspecified()
+	addr, err := net.ResolveTCPAddr("tcp", cfg.Listen)
+	return err != nil || addr.IP == nil || addr.IP.IsUnspecified()
 }
 
 // deniedFrom reports whether protected mode turns away a client at remote.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/sha256"
 	"net"
 	"strings"
 	"testing"
@@ -13,7 +14,7 @@ import (
 // token on every request.
 func TestRequirePass(t *testing.T) {
 	s, lp := newTestServer(t, nil)
-	s.cfg.RequirePass = "s3cret"
+	s.cfg.RequirePass, s.passwordDigest = "s3cret", sha256.Sum256([]byte("s3cret"))
 	s.cache.Set("k", []byte("v"))
 
 	c := lp.open(t)
@@ -48,6 +49,9 @@ func TestRequirePass(t *testing.T) {
 		{"Authorization: Basic czNjcmV0\r\n", "HTTP/1.1 401 Unauthorized\r\n"},
 		{"Authorization: Bearer s3cret\r\n", "HTTP/1.1 200 OK\r\n"},
 		{"Authorization: bearer s3cret\r\n", "HTTP/1.1 200 OK\r\n"}, // the scheme's name in any case
+		{"Authorization: Bearer   s3cret\r\n", "HTTP/1.1 200 OK\r\n"},
+		{"Authorization: Bearer s3cre\r\n", "HTTP/1.1 401 Unauthorized\r\n"},
+		{"Authorization: Bearer\r\n", "HTTP/1.1 401 Unauthorized\r\n"},
 	} {
 		h.send("GET /k HTTP/1.1\r\nHost: x\r\n" + step.auth + "\r\n")
 		got := h.takeOut()
@@ -92,6 +96,7 @@ func TestProtectedMode(t *testing.T) {
 		{"127.0.0.1:6380", "", false},
 		{"10.0.0.5:6380", "", false},
 		{"0.0.0.0:6380", "pw", false},
+		{"localhost:6380", "", false},
 	} {
 		if got := protects(Config{Listen: tc.listen, RequirePass: tc.pass, ProtectedMode: true}); got != tc.on {
 			t.Errorf("%s, password %q: protected %v", tc.listen, tc.pass, got)
@@ -111,7 +116,7 @@ func TestProtectedMode(t *testing.T) {
 		}
 		return c
 	}
-	for _, ip := range []string{"127.0.0.1", "::1", "127.0.0.9"} {
+	for _, ip := range []string{"127.0.0.1", "::1", "127.0.0.9", "::ffff:127.0.0.1"} {
 		c := open(ip)
 		c.send("GET k\r\n")
 		if got := c.takeOut(); got != "$1\r\nv\r\n" {
@@ -127,7 +132,7 @@ func TestProtectedMode(t *testing.T) {
 	if got := http.takeOut(); !strings.HasPrefix(got, "HTTP/1.1 403 Forbidden\r\n") || !strings.Contains(got, "--protected-mode=false") {
 		t.Fatalf("a remote HTTP client: %q", got)
 	}
-	if st := s.Stats(); st.Clients != 3 || s.denied.Load() != 2 {
+	if st := s.Stats(); st.Clients != 4 || s.denied.Load() != 2 {
 		t.Fatalf("clients %d, denied %d", st.Clients, s.denied.Load())
 	}
 }

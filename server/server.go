@@ -24,7 +24,9 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,13 +84,15 @@ type Server struct {
 	served   chan struct{} // closed once Serve has returned
 	draining atomic.Bool   // set by Shutdown: new connections are closed at once
 
-	clients      atomic.Int64 // open connections counted against MaxClients
-	refusing     atomic.Int64 // refused connections waiting to be told so
-	rejected     atomic.Uint64
-	denied       atomic.Uint64 // connections protected mode turned away
-	accepted     atomic.Uint64
-	protected    bool          // protected mode is on (auth.go)
-	staleAnswers atomic.Uint64 // failed fetches answered with a stale value
+	clients   atomic.Int64 // open connections counted against MaxClients
+	refusing  atomic.Int64 // refused connections waiting to be told so
+	rejected  atomic.Uint64
+	denied    atomic.Uint64 // connections protected mode turned away
+	accepted  atomic.Uint64
+	protected bool // protected mode is on (auth.go)
+	// passwordDigest is the SHA-256 of cfg.RequirePass (auth.go).
+	passwordDigest [sha256.Size]byte
+	staleAnswers   atomic.Uint64 // failed fetches answered with a stale value
 	// refusedLogged and deniedLogged are rejected and denied as last
 	// logged (OnTick's only).
 	refusedLogged, deniedLogged uint64
@@ -124,6 +128,7 @@ func New(cfg Config, cache *lru.Cache, be *backend.Client) *Server {
 	}
 	s.limits = newRateLimits(cfg.RateLimit, cfg.RateLimitPerClient, s.cfg.Loops)
 	s.protected = protects(cfg)
+	s.passwordDigest = sha256.Sum256([]byte(cfg.RequirePass))
 	if cfg.PinCPUs {
 		s.cpus = allowedCPUs()
 	}
@@ -193,15 +198,18 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for s.pending.Load() > 0 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
+	drained := ctx.Err() // nil unless fetches were still out when time ran out
 	// gnet's Stop looks whether the engine has stopped only every 500 ms;
 	// Serve returns as soon as it has, which is what a SIGTERM waits for.
+	stopCtx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends Stop's polling once Serve has returned
 	stopped := make(chan error, 1)
-	go func() { stopped <- s.eng.Stop(ctx) }()
+	go func() { stopped <- s.eng.Stop(stopCtx) }()
 	select {
 	case <-s.served:
-		return nil
+		return drained
 	case err := <-stopped:
-		return err
+		return cmp.Or(drained, err)
 	}
 }
 

@@ -6,6 +6,7 @@ package systemtest
 
 import (
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,7 +17,8 @@ import (
 func TestRequirePass(t *testing.T) {
 	redis := redistest.Start(t)
 	redis.Do("SET", "k", "v")
-	p := startProxy(t, redis.Addr, "--require-pass", "s3cret")
+	admin := "127.0.0.1:" + strconv.Itoa(redistest.FreePort(t))
+	p := startProxy(t, redis.Addr, "--require-pass", "s3cret", "--admin-listen", admin)
 	rc := dialRESP(t, p.addr)
 	for _, step := range []struct {
 		cmd  []string
@@ -40,6 +42,22 @@ func TestRequirePass(t *testing.T) {
 	if res, body := hc.read("GET"); res.StatusCode != 200 || body != "v" {
 		t.Fatalf("with the token: %d %q", res.StatusCode, body)
 	}
+
+	// The admin port: health and metrics for anyone, but the hot keys name
+	// keys, so they need the password too.
+	if code, _ := adminGet(t, admin, "/metrics"); code != 200 {
+		t.Fatalf("/metrics: %d", code)
+	}
+	if code, _ := adminGet(t, admin, "/debug/hotkeys"); code != 401 {
+		t.Fatalf("/debug/hotkeys without the token: %d", code)
+	}
+	req, _ := http.NewRequest("GET", "http://"+admin+"/debug/hotkeys", nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("/debug/hotkeys with the token: %v %v", res, err)
+	}
+	res.Body.Close()
 }
 
 // nonLoopbackIP returns an IPv4 address of this machine that is not on

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -37,10 +38,13 @@ type admin struct {
 	srv          *server.Server
 	cache        *lru.Cache
 	be           *backend.Client
-	invalidation bool          // tracking was asked for: not ready while it reconnects
-	pprof        bool          // serve Go's profiles under /debug/pprof/ (--pprof)
-	pingTimeout  time.Duration // how long /readyz waits for Redis's PONG
-	stopping     atomic.Bool   // a signal arrived: not ready, so balancers stop sending
+	invalidation bool // tracking was asked for: not ready while it reconnects
+	pprof        bool // serve Go's profiles under /debug/pprof/ (--pprof)
+	// password, if set (--require-pass), guards what tells of the data: hot
+	// keys name keys, and profiles show the process's memory.
+	password    string
+	pingTimeout time.Duration // how long /readyz waits for Redis's PONG
+	stopping    atomic.Bool   // a signal arrived: not ready, so balancers stop sending
 }
 
 func (a *admin) handler() http.Handler {
@@ -55,12 +59,12 @@ func (a *admin) handler() http.Handler {
 	mux.HandleFunc("GET /readyz", a.ready)
 	if a.pprof {
 		// Not /debug/pprof/cmdline: the command line may hold --redis's password.
-		mux.HandleFunc("/debug/pprof/", pprof.Index) // and every profile by name under it
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/", a.guarded(pprof.Index)) // and every profile by name under it
+		mux.HandleFunc("/debug/pprof/profile", a.guarded(pprof.Profile))
+		mux.HandleFunc("/debug/pprof/symbol", a.guarded(pprof.Symbol))
+		mux.HandleFunc("/debug/pprof/trace", a.guarded(pprof.Trace))
 	}
-	mux.HandleFunc("GET /debug/hotkeys", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /debug/hotkeys", a.guarded(func(w http.ResponseWriter, _ *http.Request) {
 		type hotKey struct {
 			Key   string `json:"key"`
 			Reads uint64 `json:"reads"`
@@ -71,8 +75,25 @@ func (a *admin) handler() http.Handler {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(hot)
-	})
+	}))
 	return mux
+}
+
+// guarded serves h only to requests that carry the --require-pass password
+// as a bearer token, when one is set, as the client port asks HTTP clients.
+func (a *admin) guarded(h http.HandlerFunc) http.HandlerFunc {
+	if a.password == "" {
+		return h
+	}
+	digest := sha256.Sum256([]byte(a.password))
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !server.PasswordMatches(server.BearerToken([]byte(r.Header.Get("Authorization"))), &digest) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="redis-proxy"`)
+			http.Error(w, "authentication required: send Authorization: Bearer <the --require-pass password>", http.StatusUnauthorized)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // ready answers 200 while the proxy should get traffic: Redis answers PING

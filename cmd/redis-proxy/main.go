@@ -202,6 +202,9 @@ func (c *config) validate() error {
 	if err := checkRedis(c.redis); err != nil {
 		return err
 	}
+	if strings.TrimSpace(c.requirePass) != c.requirePass {
+		return usageError{"--require-pass: must not begin or end with white space (HTTP drops it from the Authorization header)"}
+	}
 	if c.pprof && c.adminListen == "" {
 		return usageError{"--pprof: profiles are served on the admin port, which --admin-listen \"\" turns off"}
 	}
@@ -524,7 +527,7 @@ func run(cfg config) error {
 
 	// A readiness probe gives up after 1 s by default (Kubernetes): /readyz
 	// answers before that.
-	adm := &admin{srv: srv, cache: cache, be: be, invalidation: cfg.invalidation, pprof: cfg.pprof,
+	adm := &admin{srv: srv, cache: cache, be: be, invalidation: cfg.invalidation, pprof: cfg.pprof, password: cfg.requirePass,
 		pingTimeout: min(cfg.backendTimeout, 500*time.Millisecond)}
 	if cfg.adminListen != "" {
 		l, err := net.Listen("tcp", cfg.adminListen)

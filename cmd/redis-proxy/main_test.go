@@ -253,6 +253,7 @@ func TestFlagRanges(t *testing.T) {
 		{"pprof", "true", true, ""},
 
 		{"require-pass", "s3cret", "s3cret", ""},
+		{"require-pass", " s3cret", nil, "must not begin or end with white space"},
 		{"protected-mode", "false", false, ""},
 		{"protected-mode", "maybe", nil, "--protected-mode"},
 		{"pprof", "127.0.0.1:6060", nil, "\"127.0.0.1:6060\""}, // not a switch: profiles moved to the admin port
