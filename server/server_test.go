@@ -32,6 +32,8 @@ type fakeLoop struct {
 	patience       *time.Timer // runTask's, reused: the miss benchmarks count allocations
 }
 
+const taskPatience = 30 * time.Second
+
 func (l *fakeLoop) Execute(_ context.Context, r gnet.Runnable) error {
 	l.tasks <- r
 	return nil
@@ -52,13 +54,16 @@ func (l *fakeLoop) runUntil(t testing.TB, done func() bool) {
 	}
 }
 
-// runTask runs the next runnable queued on the loop.
+// runTask runs the next runnable queued on the loop. It waits up to
+// taskPatience: long enough for a backend starved by a loaded machine under
+// -race (10 s once was not, in a CI run beside two compiling builds), short
+// enough to name a delivery that is lost.
 func (l *fakeLoop) runTask(t testing.TB) {
 	t.Helper()
 	if l.patience == nil {
-		l.patience = time.NewTimer(10 * time.Second)
+		l.patience = time.NewTimer(taskPatience)
 	}
-	l.patience.Reset(10 * time.Second)
+	l.patience.Reset(taskPatience)
 	select {
 	case r := <-l.tasks:
 		_ = r.Run(context.Background())
