@@ -38,7 +38,7 @@ lint: ## gofmt, go vet, staticcheck
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) ./...
 
-deps: ## install redis-server, redis-tools, wrk, nutcracker, webdis (apt-get) and Go modules
+deps: ## install redis-server, redis-tools, wrk, stunnel4, nutcracker, webdis (apt-get) and Go modules
 	@scripts/deps.sh
 
 FUZZTIME ?= 30s

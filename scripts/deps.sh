@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test`, `make run` and the benchmarks need, when missing:
-# redis-server, redis-cli/redis-benchmark (redis-tools), wrk, and the peers
-# measured against, nutcracker (twemproxy) and webdis. Debian/Ubuntu via
+# redis-server, redis-cli/redis-benchmark (redis-tools), wrk, stunnel (the
+# TLS front the system tests put before the proxy), and the peers measured
+# against, nutcracker (twemproxy) and webdis. Debian/Ubuntu via
 # apt-get; elsewhere it says what to install. Then the Go modules and
 # staticcheck.
 set -euo pipefail
@@ -12,6 +13,7 @@ missing=()
 have redis-server || missing+=(redis-server)
 { have redis-cli && have redis-benchmark; } || missing+=(redis-tools)
 have wrk || missing+=(wrk)
+{ have stunnel4 || have stunnel; } || missing+=(stunnel4)
 have nutcracker || missing+=(nutcracker)
 have webdis || missing+=(webdis)
 

@@ -98,22 +98,32 @@ func startProxy(t testing.TB, redisAddr string, flags ...string) *proxy {
 			t.Errorf("proxy exited with %v:\n%s", err, p.stderr)
 		}
 	})
+	awaitListening(t, "proxy", addr, p.exited, p.stderr)
+	p.awaitTracking()
+	return p
+}
+
+// awaitListening waits until a process just started (what) accepts
+// connections on addr. It fails the test, with the process's output, if the
+// process exits first (exited has its Wait error, which is put back) or 10 s
+// pass.
+func awaitListening(t testing.TB, what, addr string, exited chan error, output *syncBuffer) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			p.awaitTracking()
-			return p
+			return
 		}
 		select {
-		case err := <-p.exited:
-			p.exited <- err
-			t.Fatalf("proxy exited at start (%v):\n%s", err, p.stderr)
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("%s exited at start (%v):\n%s", what, err, output)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("proxy did not listen on %s within 10s:\n%s", addr, p.stderr)
+			t.Fatalf("%s did not listen on %s within 10s:\n%s", what, addr, output)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -168,6 +178,12 @@ func dialRESPFrom(t testing.TB, addr string, from net.Addr) *respConn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return respOver(t, c)
+}
+
+// respOver is a RESP client on a connection already made (a TLS one, say),
+// closed when the test ends.
+func respOver(t testing.TB, c net.Conn) *respConn {
 	t.Cleanup(func() { c.Close() })
 	return &respConn{t: t, c: c, r: resp.NewReader(c)}
 }
@@ -252,6 +268,12 @@ func dialHTTP(t testing.TB, addr string) *httpConn {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return httpOver(t, c)
+}
+
+// httpOver is an HTTP client on a connection already made, closed when the
+// test ends.
+func httpOver(t testing.TB, c net.Conn) *httpConn {
 	t.Cleanup(func() { c.Close() })
 	return &httpConn{t: t, c: c, r: bufio.NewReader(c)}
 }
