@@ -22,11 +22,22 @@
 //   - ForceSingleClient: the proxy starts, and serves what it can, while
 //     Redis is still down; rueidis redials by itself once it is back.
 //
+// Every connection, the tracker's included, is dialled with the same
+// options: TLS when Addr is a rediss:// URL or Config asks for it (verifying
+// Redis's certificate against the system's authorities, or TLSRoots, for the
+// host Addr names), and authenticated in the HELLO that opens it when there
+// are credentials. A dial that fails (an unknown authority, a certificate
+// for another name, a refused password) fails the fetches waiting for it
+// with that cause, and the next fetch dials again.
+//
 // The proxy is read-only: GET is the only command this package sends.
 package backend
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -43,6 +54,16 @@ import (
 type Config struct {
 	// Addr is host:port, or a redis://[user:pass@]host:port[/db] or rediss:// URL.
 	Addr string
+	// User and Password, if set, are the credentials the connections
+	// authenticate with, in place of those in an Addr URL; a Password
+	// without a User is the default user's.
+	User, Password string
+	// TLSRoots, if set, are the authorities Redis's certificate is verified
+	// against, instead of the system's; TLSInsecure skips the verification
+	// (for tests only: anyone between the proxy and Redis could pose as
+	// Redis). Either turns TLS on, whatever Addr's scheme.
+	TLSRoots    *x509.CertPool
+	TLSInsecure bool
 	// Timeout bounds one fetch, dialling included.
 	Timeout time.Duration
 	// MaxParallel is the number of fetches in flight at once.
@@ -138,6 +159,8 @@ type job struct {
 // Client fetches keys from Redis. Create it with New, stop it with Close.
 type Client struct {
 	rc       rueidis.Client
+	tls      bool   // the connections are TLS
+	user     string // the ACL user they authenticate as
 	timeout  time.Duration
 	fetchTTL bool
 	versions Versions
@@ -161,7 +184,7 @@ type Client struct {
 // New parses cfg, connects to Redis and starts the workers. It fails only for
 // a bad configuration; Redis being down is not an error here (see Ping).
 func New(cfg Config) (*Client, error) {
-	opt, err := clientOptions(cfg.Addr)
+	opt, err := clientOptions(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +197,8 @@ func New(cfg Config) (*Client, error) {
 	if rc == nil {
 		return nil, err
 	}
-	c := &Client{rc: rc, timeout: cfg.Timeout, fetchTTL: cfg.FetchTTL, versions: cfg.Versions, onResult: cfg.OnResult,
+	c := &Client{rc: rc, tls: opt.TLSConfig != nil, user: cmp.Or(opt.Username, "default"),
+		timeout: cfg.Timeout, fetchTTL: cfg.FetchTTL, versions: cfg.Versions, onResult: cfg.OnResult,
 		onReachable: cfg.OnReachable,
 		jobs:        newJobQueue(), queueLen: int64(cfg.QueueLen)}
 	for i := range c.flights {
@@ -205,8 +229,35 @@ func Redacted(addr string) string {
 	return scheme + "://xxxxx" + rest[at:]
 }
 
-// clientOptions reads a host:port or a redis:// / rediss:// URL.
-func clientOptions(addr string) (rueidis.ClientOption, error) {
+// TLS reports whether the connections to Redis are TLS.
+func (c *Client) TLS() bool { return c.tls }
+
+// User is the ACL user the connections to Redis authenticate as: "default"
+// without credentials, or with a password alone.
+func (c *Client) User() string { return c.user }
+
+// clientOptions turns cfg's address, credentials and TLS settings into
+// rueidis's options.
+func clientOptions(cfg Config) (rueidis.ClientOption, error) {
+	opt, err := addrOptions(cfg.Addr)
+	if err != nil {
+		return opt, err
+	}
+	opt.Username = cmp.Or(cfg.User, opt.Username)
+	opt.Password = cmp.Or(cfg.Password, opt.Password)
+	if cfg.TLSRoots != nil || cfg.TLSInsecure {
+		if opt.TLSConfig == nil { // a rediss:// URL has one already, for its host
+			host, _, _ := net.SplitHostPort(opt.InitAddress[0])
+			opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
+		}
+		opt.TLSConfig.RootCAs = cfg.TLSRoots
+		opt.TLSConfig.InsecureSkipVerify = opt.TLSConfig.InsecureSkipVerify || cfg.TLSInsecure
+	}
+	return opt, nil
+}
+
+// addrOptions reads a host:port or a redis:// / rediss:// URL.
+func addrOptions(addr string) (rueidis.ClientOption, error) {
 	if strings.Contains(addr, "://") {
 		opt, err := rueidis.ParseURL(addr)
 		if err != nil {
@@ -461,9 +512,9 @@ func (c *Client) result(res rueidis.RedisResult) Result {
 	c.errors.Add(1)
 	err = classify(err)
 	var unavailable *UnavailableError
-	reply, isReply := AsReply(err)
+	_, isReply := AsReply(err)
 	switch {
-	case errors.As(err, &unavailable), isReply && (strings.HasPrefix(string(reply), "NOAUTH") || strings.HasPrefix(string(reply), "WRONGPASS")):
+	case errors.As(err, &unavailable):
 		c.setDown(true, err) // unreachable, or not letting us in
 	case isReply:
 		c.setDown(false, nil) // an answer (WRONGTYPE...): Redis is there
@@ -487,16 +538,41 @@ func (c *Client) setDown(down bool, err error) {
 }
 
 // classify turns a rueidis error into ErrTimeout, a ReplyError or an
-// *UnavailableError.
+// *UnavailableError. An error reply that shuts the proxy out is
+// unavailability, not an answer: the client did not cause it, and a cached
+// value may stand in for it (--stale-if-error) where a WRONGTYPE may not.
 func classify(err error) error {
 	if re, ok := rueidis.IsRedisErr(err); ok {
-		return ReplyError(withCode(re.Error()))
+		reply := ReplyError(withCode(re.Error()))
+		if shutOut(string(reply)) {
+			// Not the ReplyError itself: AsReply would find it (Unwrap)
+			// and take it for Redis's answer about the key.
+			return &UnavailableError{errors.New(string(reply))}
+		}
+		return reply
 	}
 	var netErr net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout() {
 		return ErrTimeout // Redis is there but too slow: even a dial can time out on a hung Redis
 	}
 	return &UnavailableError{err}
+}
+
+// shutOut reports whether an error reply means Redis serves the proxy
+// nothing, rather than answering about one key: its credentials are refused,
+// or its ACL user may not run a command it sends ("NOPERM this user has no
+// permissions to run the 'get' command"). A NOPERM for a key outside the
+// user's key patterns is the answer about that key.
+func shutOut(reply string) bool {
+	return credentialsRefused(reply) || strings.HasPrefix(reply, "NOPERM") && strings.Contains(reply, "permissions to run")
+}
+
+// credentialsRefused reports whether an error reply refuses the proxy's
+// credentials: NOAUTH (none given), WRONGPASS (wrong, or the user is
+// disabled or does not exist). Every command on the connection fails so
+// until the ACL in Redis changes.
+func credentialsRefused(reply string) bool {
+	return strings.HasPrefix(reply, "NOAUTH") || strings.HasPrefix(reply, "WRONGPASS")
 }
 
 // withCode restores the "ERR " that rueidis strips from generic error

@@ -600,3 +600,123 @@ func TestRedacted(t *testing.T) {
 		t.Fatalf("a bad URL's error: %v", err)
 	}
 }
+
+// An error reply that shuts the proxy out (refused credentials, a command
+// its ACL user may not run) is unavailability; one about a key is an
+// answer. The texts are Redis 7.0's and 7.2's.
+func TestShutOut(t *testing.T) {
+	for reply, want := range map[string]bool{
+		"NOAUTH Authentication required.":                                                 true,
+		"WRONGPASS invalid username-password pair or user is disabled.":                   true,
+		"NOPERM this user has no permissions to run the 'get' command":                    true,
+		"NOPERM User proxy has no permissions to run the 'get' command":                   true,
+		"NOPERM this user has no permissions to access one of the keys used as arguments": false,
+		"NOPERM No permissions to access a key":                                           false,
+		"WRONGTYPE Operation against a key holding the wrong kind of value":               false,
+	} {
+		if got := shutOut(reply); got != want {
+			t.Errorf("shutOut(%q) = %v, want %v", reply, got, want)
+		}
+	}
+}
+
+// Through TLS and as an ACL user, fetches and tracking work; a client with
+// a password Redis refuses reports WRONGPASS as the reason Redis is
+// unreachable, keeps trying tracking (not taking the refusal for a Redis
+// without it), and recovers, tracking included, once Redis accepts the
+// password; a client that cannot verify the certificate reports why.
+func TestTLSAndACL(t *testing.T) {
+	redis := redistest.StartWith(t, redistest.Options{TLS: true,
+		Config: []string{"--user", "proxy", "on", ">pw", "~*", "+get", "+pttl", "+ping", "+client|tracking"}})
+	redis.Do("SET", "k", "v")
+	cfg := Config{Addr: redis.Addr, User: "proxy", Password: "pw", TLSRoots: redis.CA.Pool,
+		Timeout: time.Second, MaxParallel: 2, QueueLen: 16, FetchTTL: true}
+	type reach struct {
+		up  bool
+		err error
+	}
+	// withTracking is cfg with tracking (its invalidations to keys) and
+	// reachability changes to reaches.
+	withTracking := func(cfg Config, keys chan<- string, reaches chan<- reach) Config {
+		cfg.Tracking = &Tracking{
+			OnInvalidate:  func(ks []string) { keys <- ks[0] },
+			OnFlush:       func() {},
+			OnResync:      func() {},
+			OnUnsupported: func(err error) { t.Errorf("tracking unsupported: %v", err) },
+		}
+		cfg.OnReachable = func(up bool, err error) { reaches <- reach{up, err} }
+		return cfg
+	}
+	trackingOn := func(c *Client) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); c.TrackingState() != "on"; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("tracking %s, want on", c.TrackingState())
+			}
+		}
+	}
+
+	keys, reaches := make(chan string, 16), make(chan reach, 16)
+	c := newClientWith(t, withTracking(cfg, keys, reaches))
+	if r := fetch(t, c, "k"); string(r.Value) != "v" {
+		t.Fatalf("GET through TLS as proxy: %+v", r)
+	}
+	if !c.TLS() || c.User() != "proxy" {
+		t.Fatalf("TLS %v, user %q", c.TLS(), c.User())
+	}
+	trackingOn(c)
+	redis.Do("SET", "k", "v2")
+	select {
+	case k := <-keys:
+		if k != "k" {
+			t.Fatalf("invalidated %q", k)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no invalidation through TLS")
+	}
+
+	wrong := cfg
+	wrong.Password = "pw2"
+	c = newClientWith(t, withTracking(wrong, keys, reaches))
+	var unavailable *UnavailableError
+	r := fetch(t, c, "k")
+	if _, isReply := AsReply(r.Err); !errors.As(r.Err, &unavailable) || !strings.Contains(r.Err.Error(), "WRONGPASS") || isReply {
+		t.Fatalf("GET with a wrong password: %+v", r)
+	}
+	if r := <-reaches; r.up || !strings.Contains(fmt.Sprint(r.err), "WRONGPASS") {
+		t.Fatalf("OnReachable with a wrong password: %+v", r)
+	}
+	if state := c.TrackingState(); state != "reconnecting" {
+		t.Fatalf("tracking with a wrong password: %s", state)
+	}
+	redis.Do("ACL", "SETUSER", "proxy", ">pw2") // Redis now takes it too
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if r := fetch(t, c, "k"); string(r.Value) == "v2" {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("not recovered once the password is right: %+v", r)
+		}
+	}
+	if r := <-reaches; !r.up {
+		t.Fatalf("OnReachable after the recovery: %+v", r)
+	}
+	trackingOn(c)
+
+	for _, tc := range []struct {
+		what string
+		cfg  Config
+		want string
+	}{
+		{"another CA", Config{Addr: redis.Addr, TLSRoots: redistest.NewCA(t).Pool}, "certificate signed by unknown authority"},
+		{"no CA (the system's)", Config{Addr: "rediss://" + redis.Addr}, "certificate signed by unknown authority"},
+	} {
+		tc.cfg.Timeout, tc.cfg.MaxParallel, tc.cfg.QueueLen = time.Second, 1, 1
+		if r := fetch(t, newClientWith(t, tc.cfg), "k"); !errors.As(r.Err, &unavailable) || !strings.Contains(r.Err.Error(), tc.want) {
+			t.Errorf("%s: %+v, want unavailable: %s", tc.what, r, tc.want)
+		}
+	}
+	insecure := newClientWith(t, Config{Addr: "rediss://" + redis.Addr, TLSInsecure: true, Timeout: time.Second, MaxParallel: 1, QueueLen: 1})
+	if r := fetch(t, insecure, "k"); string(r.Value) != "v2" || insecure.User() != "default" {
+		t.Fatalf("TLS without verification: %+v, user %q", r, insecure.User())
+	}
+}

@@ -17,8 +17,12 @@
 // bounds their staleness); once tracking is back on, OnResync tells the cache
 // that invalidations may have been lost in between (the proxy then fetches
 // each key again before serving it as fresh). A Redis without
-// tracking (before 6) answers CLIENT TRACKING with an error: the tracker
-// logs it once, through OnUnsupported, and the proxy runs on TTLs alone.
+// tracking (before 6), or an ACL user not allowed to turn it on, answers
+// CLIENT TRACKING with an error: the tracker logs it once, through
+// OnUnsupported, and the proxy runs on TTLs alone. The connection is dialled
+// as the fetches' are (TLS, credentials); a dial whose credentials Redis
+// refuses (WRONGPASS) is tried again with the backoff of a drop, as one
+// that cannot reach Redis is, since the ACL may change while the proxy runs.
 
 package backend
 
@@ -129,7 +133,7 @@ func (t *tracker) track() (err error, unsupported bool) {
 	}
 	err = dc.Do(ctx, dc.B().Arbitrary("CLIENT", "TRACKING").Args(args...).Build()).Error()
 	cancel()
-	if _, isReply := rueidis.IsRedisErr(err); isReply {
+	if re, isReply := rueidis.IsRedisErr(err); isReply && !credentialsRefused(re.Error()) {
 		return err, true
 	}
 	if err != nil {

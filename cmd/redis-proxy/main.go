@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,32 +35,38 @@ import (
 )
 
 type config struct {
-	listen          string
-	redis           string
-	capacity        int
-	maxMemory       byteSize
-	ttl             time.Duration
-	maxClients      int
-	maxParallel     int
-	loops           int
-	rateLimit       int
-	rateLimitClient int
-	requirePass     string
-	protectedMode   bool
-	backendTimeout  time.Duration
-	staleIfError    time.Duration
-	invalidation    bool
-	respectTTL      bool
-	trackPrefixes   string
-	shutdownTimeout time.Duration
-	idleTimeout     time.Duration
-	tcpKeepAlive    time.Duration
-	pinCPUs         bool
-	logLevel        string
-	logFormat       string
-	pprof           bool
-	adminListen     string
-	version         bool
+	listen            string
+	redis             string
+	redisUser         string
+	redisPasswordFile string
+	redisPassword     string // read from redisPasswordFile by validate
+	redisTLSCA        string
+	redisTLSRoots     *x509.CertPool // read from redisTLSCA by validate
+	redisTLSInsecure  bool
+	capacity          int
+	maxMemory         byteSize
+	ttl               time.Duration
+	maxClients        int
+	maxParallel       int
+	loops             int
+	rateLimit         int
+	rateLimitClient   int
+	requirePass       string
+	protectedMode     bool
+	backendTimeout    time.Duration
+	staleIfError      time.Duration
+	invalidation      bool
+	respectTTL        bool
+	trackPrefixes     string
+	shutdownTimeout   time.Duration
+	idleTimeout       time.Duration
+	tcpKeepAlive      time.Duration
+	pinCPUs           bool
+	logLevel          string
+	logFormat         string
+	pprof             bool
+	adminListen       string
+	version           bool
 }
 
 // version is the proxy's version: the one the build stamped in (make
@@ -104,6 +111,10 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:6380", "`host:port` serving both HTTP and RESP")
 	fs.StringVar(&c.redis, "redis", "127.0.0.1:6379", "backing Redis: `host:port` or redis://[user:pass@]host:port[/db] (rediss:// for TLS)")
+	fs.StringVar(&c.redisUser, "redis-user", "", "ACL `user` to authenticate to Redis as (empty: the default user; not with a user in the --redis URL too)")
+	fs.StringVar(&c.redisPasswordFile, "redis-password-file", "", "`file` holding the password for Redis, less one trailing newline (not with a password in the --redis URL too); never logged")
+	fs.StringVar(&c.redisTLSCA, "redis-tls-ca", "", "PEM `file` of the authorities Redis's certificate is verified against (empty: the system's); turns TLS on, with host:port too")
+	fs.BoolVar(&c.redisTLSInsecure, "redis-tls-insecure", false, "TLS to Redis without verifying its certificate, for tests only: anyone on the path could pose as Redis; turns TLS on")
 	intFlag(fs, &c.capacity, "capacity", 100000, 0, maxCapacity, "cache capacity in `keys` (0 caches nothing)")
 	fs.Var(&c.maxMemory, "max-memory", "most `bytes` of keys and values cached, e.g. 512MiB or 2GB (0 = no limit besides --capacity)")
 	durationFlag(fs, &c.ttl, "ttl", 10*time.Second, 1, "how long an entry is served after it was fetched (at most 4660h, about 194 days: longer is taken as that)")
@@ -191,15 +202,19 @@ func unwrapParse(err error) error {
 	return err
 }
 
-// validate checks what the flag values cannot check one by one. Numbers and
-// durations are range-checked as they are parsed (intRange, durationRange,
-// byteSize), so that a value too large for its type is refused with the
-// range rather than wrapped.
+// validate checks what the flag values cannot check one by one, and reads
+// the files the --redis-* flags name. Numbers and durations are
+// range-checked as they are parsed (intRange, durationRange, byteSize), so
+// that a value too large for its type is refused with the range rather than
+// wrapped.
 func (c *config) validate() error {
 	if err := checkAddr("--listen", c.listen); err != nil {
 		return err
 	}
 	if err := checkRedis(c.redis); err != nil {
+		return err
+	}
+	if err := c.readRedisFiles(); err != nil {
 		return err
 	}
 	if strings.TrimSpace(c.requirePass) != c.requirePass {
@@ -256,6 +271,47 @@ func checkRedis(addr string) error {
 	}
 	if port != "" && checkPort(port) != nil {
 		return usageError{fmt.Sprintf("--redis: the port must be 1 to 65535, got %q in %q", port, backend.Redacted(addr))}
+	}
+	return nil
+}
+
+// readRedisFiles reads the password and the CA bundle the --redis-* flags
+// name, after checking that they do not say twice what --redis says.
+func (c *config) readRedisFiles() error {
+	var inURL *url.Userinfo // nil for host:port; its methods take nil
+	if strings.Contains(c.redis, "://") {
+		if u, err := url.Parse(c.redis); err == nil {
+			inURL = u.User
+		}
+	}
+	if c.redisUser != "" && inURL.Username() != "" {
+		return usageError{"--redis-user: the --redis URL names a user too; give it in one place"}
+	}
+	if _, has := inURL.Password(); has && c.redisPasswordFile != "" {
+		return usageError{"--redis-password-file: the --redis URL has a password too; give it in one place"}
+	}
+	if c.redisTLSCA != "" && c.redisTLSInsecure {
+		return usageError{"--redis-tls-insecure: it skips the verification --redis-tls-ca is for; give one or the other"}
+	}
+	if c.redisPasswordFile != "" {
+		b, err := os.ReadFile(c.redisPasswordFile)
+		if err != nil {
+			return usageError{"--redis-password-file: " + err.Error()}
+		}
+		c.redisPassword = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		if c.redisPassword == "" {
+			return usageError{fmt.Sprintf("--redis-password-file: %s holds no password", c.redisPasswordFile)}
+		}
+	}
+	if c.redisTLSCA != "" {
+		b, err := os.ReadFile(c.redisTLSCA)
+		if err != nil {
+			return usageError{"--redis-tls-ca: " + err.Error()}
+		}
+		c.redisTLSRoots = x509.NewCertPool()
+		if !c.redisTLSRoots.AppendCertsFromPEM(b) {
+			return usageError{fmt.Sprintf("--redis-tls-ca: no PEM certificate in %s", c.redisTLSCA)}
+		}
 	}
 	return nil
 }
@@ -492,6 +548,10 @@ func run(cfg config) error {
 	}
 	be, err := backend.New(backend.Config{
 		Addr:        cfg.redis,
+		User:        cfg.redisUser,
+		Password:    cfg.redisPassword,
+		TLSRoots:    cfg.redisTLSRoots,
+		TLSInsecure: cfg.redisTLSInsecure,
 		Timeout:     cfg.backendTimeout,
 		MaxParallel: cfg.maxParallel,
 		QueueLen:    min(1024*cfg.maxParallel, 1<<20),
@@ -552,6 +612,7 @@ func run(cfg config) error {
 	}
 	// The configuration, once it has proved good: a bad one is one line.
 	log.Info("started", "version", version(), "listen", cfg.listen, "redis", backend.Redacted(cfg.redis),
+		"redis_tls", be.TLS(), "redis_user", be.User(),
 		"admin", cfg.adminListen, "capacity", cfg.capacity, "max_memory", int64(cfg.maxMemory), "ttl", cfg.ttl.String(),
 		"loops", srv.Stats().Loops, "max_clients", cfg.maxClients, "invalidation", cfg.invalidation,
 		"rate_limit", cfg.rateLimit, "rate_limit_per_client", cfg.rateLimitClient,

@@ -5,9 +5,12 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis-proxy/redis-proxy/internal/redistest"
 )
 
 func env(vars map[string]string) func(string) string {
@@ -107,9 +110,15 @@ func TestHelp(t *testing.T) {
 // the flag and says what is allowed.
 func TestFlagRanges(t *testing.T) {
 	const maxDur = "2562047h47m16.854775807s"
+	pwFile, emptyFile, missing := writeFile(t, "pw", "s3cret\n"), writeFile(t, "empty", "\n"), filepath.Join(t.TempDir(), "missing")
+	caFile := redistest.NewCA(t).File
 	field := map[string]func(config) any{
 		"listen":                func(c config) any { return c.listen },
 		"redis":                 func(c config) any { return c.redis },
+		"redis-user":            func(c config) any { return c.redisUser },
+		"redis-password-file":   func(c config) any { return c.redisPassword },
+		"redis-tls-ca":          func(c config) any { return c.redisTLSRoots != nil },
+		"redis-tls-insecure":    func(c config) any { return c.redisTLSInsecure },
 		"capacity":              func(c config) any { return c.capacity },
 		"max-memory":            func(c config) any { return int64(c.maxMemory) },
 		"ttl":                   func(c config) any { return c.ttl },
@@ -156,6 +165,16 @@ func TestFlagRanges(t *testing.T) {
 		{"redis", "redis://u:s3cret@h:99999", nil, `--redis: the port must be 1 to 65535, got "99999" in "redis://u:xxxxx@h:99999"`},
 		{"redis", "h:65536", nil, `--redis: the port must be 1 to 65535, got "65536" in "h:65536"`},
 		{"redis", "redis://h:0/0", nil, "--redis: the port must be 1 to 65535"},
+
+		{"redis-user", "proxy", "proxy", ""},
+		{"redis-password-file", pwFile, "s3cret", ""},
+		{"redis-password-file", missing, nil, "no such file"},
+		{"redis-password-file", emptyFile, nil, "holds no password"},
+		{"redis-tls-ca", caFile, true, ""},
+		{"redis-tls-ca", missing, nil, "no such file"},
+		{"redis-tls-ca", pwFile, nil, "no PEM certificate in " + pwFile},
+		{"redis-tls-insecure", "true", true, ""},
+		{"redis-tls-insecure", "maybe", nil, "--redis-tls-insecure"},
 
 		{"capacity", "0", 0, ""},
 		{"capacity", "0x10", 16, ""},
@@ -322,6 +341,51 @@ func TestHelpStatesRanges(t *testing.T) {
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("usage lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// writeFile writes content to a file name in a temporary directory of t and
+// returns its path.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// The password file's content is the password, less one line ending; the
+// credentials and TLS flags refuse to say again what --redis says, or to
+// both verify and not verify the certificate.
+func TestRedisCredentials(t *testing.T) {
+	for content, want := range map[string]string{"pw": "pw", "pw\n": "pw", "pw\r\n": "pw", "pw\n\n": "pw\n", " pw ": " pw "} {
+		c, err := parseConfig([]string{"--redis-password-file", writeFile(t, "pw", content)}, env(nil), io.Discard)
+		if err != nil || c.redisPassword != want {
+			t.Errorf("file %q: password %q, %v; want %q", content, c.redisPassword, err, want)
+		}
+	}
+	pwFile, caFile := writeFile(t, "pw", "s3cret"), redistest.NewCA(t).File
+	for _, tc := range []struct {
+		args []string
+		want string // the error, "" if accepted
+	}{
+		{[]string{"--redis", "redis://u@h:1", "--redis-user", "v"}, "--redis-user: the --redis URL names a user too"},
+		{[]string{"--redis", "redis://u:p@h:1", "--redis-password-file", pwFile}, "--redis-password-file: the --redis URL has a password too"},
+		{[]string{"--redis", "redis://:p@h:1", "--redis-password-file", pwFile}, "--redis-password-file: the --redis URL has a password too"},
+		{[]string{"--redis-tls-ca", caFile, "--redis-tls-insecure"}, "--redis-tls-insecure: it skips the verification --redis-tls-ca is for"},
+		{[]string{"--redis", "redis://u@h:1", "--redis-password-file", pwFile}, ""}, // the user in the URL, the password in the file
+		{[]string{"--redis", "redis://:p@h:1", "--redis-user", "v"}, ""},
+		{[]string{"--redis", "rediss://h:1", "--redis-tls-ca", caFile}, ""},
+	} {
+		_, err := parseConfig(tc.args, env(nil), io.Discard)
+		var ue usageError
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v, want it accepted", tc.args, err)
+		case tc.want != "" && (!errors.As(err, &ue) || !strings.HasPrefix(err.Error(), tc.want)):
+			t.Errorf("%v: %v, want a usage error %q", tc.args, err, tc.want)
 		}
 	}
 }

@@ -3,13 +3,16 @@
 //
 // Start finds redis-server on PATH, starts it with persistence off on a free
 // port, waits until it answers PING and kills it (by PID) when the test ends.
-// Stop and Restart let fault tests take Redis away and bring it back on the
-// same port. Do sends one command over a fresh connection, so tests can put
-// data into Redis behind the proxy's back.
+// StartWith starts one that serves TLS only (with a throwaway certificate,
+// tls.go) or takes more configuration, such as an ACL user. Stop and Restart
+// let fault tests take Redis away and bring it back on the same port. Do
+// sends one command over a fresh connection (TLS to a TLS server), so tests
+// can put data into Redis behind the proxy's back.
 package redistest
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -26,20 +29,52 @@ import (
 type Server struct {
 	Addr string // 127.0.0.1:port
 	Port int
+	CA   *CA // with Options.TLS: the authority that signed its certificate
 
-	t   testing.TB
-	dir string
-	cmd *exec.Cmd
+	t    testing.TB
+	dir  string
+	args []string    // redis-server's arguments
+	tls  *tls.Config // with Options.TLS: how Do reaches it
+	cmd  *exec.Cmd
 }
 
-// Start starts a redis-server for t and stops it when t ends.
+// Options say how StartWith's server differs from Start's.
+type Options struct {
+	// TLS serves TLS only, on Port (no plain port), with a certificate for
+	// 127.0.0.1 and localhost signed by Server.CA; clients are not asked
+	// for certificates.
+	TLS bool
+	// Config is more redis-server arguments, after the others (so that a
+	// --bind here replaces 127.0.0.1), such as
+	// {"--user", "proxy", "on", ">pw", "~*", "+get"}.
+	Config []string
+}
+
+// Start starts a plain redis-server for t and stops it when t ends.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith starts a redis-server as opts say for t and stops it when t ends.
+func StartWith(t testing.TB, opts Options) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server is not on PATH: run `make deps` (apt-get install redis-server)")
 	}
 	port := FreePort(t)
 	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, t: t, dir: t.TempDir()}
+	ports := []string{"--port", strconv.Itoa(port)}
+	if opts.TLS {
+		s.CA = NewCA(t)
+		cert, key := s.CA.issue(t, s.dir)
+		ports = []string{"--port", "0", "--tls-port", strconv.Itoa(port),
+			"--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", s.CA.File, "--tls-auth-clients", "no"}
+		s.tls = &tls.Config{RootCAs: s.CA.Pool, ServerName: "127.0.0.1"}
+	}
+	s.args = append(ports, "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--logfile", s.dir+"/redis.log")
+	s.args = append(s.args, opts.Config...)
 	s.start()
 	t.Cleanup(s.Stop)
 	return s
@@ -58,9 +93,7 @@ func FreePort(t testing.TB) int {
 
 func (s *Server) start() {
 	s.t.Helper()
-	s.cmd = exec.Command("redis-server",
-		"--port", strconv.Itoa(s.Port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--logfile", s.dir+"/redis.log")
+	s.cmd = exec.Command("redis-server", s.args...)
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("starting redis-server: %v", err)
 	}
@@ -113,7 +146,14 @@ func (s *Server) Do(args ...any) resp.Value {
 }
 
 func (s *Server) try(args ...any) (resp.Value, error) {
-	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	dialer := &net.Dialer{Timeout: time.Second}
+	var c net.Conn
+	var err error
+	if s.tls != nil {
+		c, err = tls.DialWithDialer(dialer, "tcp", s.Addr, s.tls)
+	} else {
+		c, err = dialer.Dial("tcp", s.Addr)
+	}
 	if err != nil {
 		return resp.Value{}, err
 	}
