@@ -30,7 +30,9 @@
 // for another name, a refused password) fails the fetches waiting for it
 // with that cause, and the next fetch dials again.
 //
-// The proxy is read-only: GET is the only command this package sends.
+// The proxy is read-only: what this package sends Redis is reads (GET, and
+// PTTL beside it) and its connections' own commands (HELLO, PING, CLIENT
+// TRACKING), never a write.
 package backend
 
 import (

@@ -8,15 +8,8 @@
 package systemtest
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -34,9 +27,10 @@ func TestTLSThroughStunnel(t *testing.T) {
 	redis.Do("SET", "k", "over tls")
 	p := startProxy(t, redis.Addr)
 	dir := t.TempDir()
-	ca := writeCertificates(t, dir)
-	front := startStunnel(t, dir, p.addr)
-	clientTLS := &tls.Config{RootCAs: ca}
+	ca := redistest.NewCA(t)
+	cert, key := ca.Issue(t, dir)
+	front := startStunnel(t, dir, p.addr, cert, key)
+	clientTLS := &tls.Config{RootCAs: ca.Pool}
 
 	dial := func() net.Conn {
 		t.Helper()
@@ -54,72 +48,11 @@ func TestTLSThroughStunnel(t *testing.T) {
 	}
 }
 
-// writeCertificates writes a server certificate for 127.0.0.1 (cert.pem)
-// and its key (key.pem) into dir, signed by a CA made for the purpose, and
-// returns the pool that trusts that CA.
-func writeCertificates(t *testing.T, dir string) *x509.CertPool {
-	t.Helper()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey, serverKey := newKey(), newKey()
-	now := time.Now()
-	caTemplate := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "redis-proxy test CA"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTemplate, caTemplate, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverTemplate := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	serverDER, err := x509.CreateCertificate(rand.Reader, serverTemplate, caCert, &serverKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(serverKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writePEM := func(name, kind string, der []byte) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writePEM("cert.pem", "CERTIFICATE", serverDER)
-	writePEM("key.pem", "PRIVATE KEY", keyDER)
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return pool
-}
-
 // startStunnel runs stunnel in the foreground with a configuration in dir
 // that takes TLS on a free loopback port and forwards plain TCP to backend,
-// with dir's cert.pem and key.pem. It waits until the port accepts, returns
+// with the certificate and key in certFile and keyFile. It waits until the port accepts, returns
 // its address, and kills stunnel (by PID) when the test ends.
-func startStunnel(t *testing.T, dir, backend string) string {
+func startStunnel(t *testing.T, dir, backend, certFile, keyFile string) string {
 	t.Helper()
 	bin, err := exec.LookPath("stunnel4")
 	if err != nil {
@@ -130,7 +63,7 @@ func startStunnel(t *testing.T, dir, backend string) string {
 	addr := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
 	conf := filepath.Join(dir, "stunnel.conf")
 	config := fmt.Sprintf("foreground = yes\npid =\n\n[proxy]\naccept = %s\nconnect = %s\ncert = %s\nkey = %s\n",
-		addr, backend, filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+		addr, backend, certFile, keyFile)
 	if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func StartWith(t testing.TB, opts Options) *Server {
 	ports := []string{"--port", strconv.Itoa(port)}
 	if opts.TLS {
 		s.CA = NewCA(t)
-		cert, key := s.CA.issue(t, s.dir)
+		cert, key := s.CA.Issue(t, s.dir)
 		ports = []string{"--port", "0", "--tls-port", strconv.Itoa(port),
 			"--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", s.CA.File, "--tls-auth-clients", "no"}
 		s.tls = &tls.Config{RootCAs: s.CA.Pool, ServerName: "127.0.0.1"}

@@ -1,7 +1,7 @@
 // Throwaway certificates for TLS tests.
 //
 // NewCA makes a certificate authority (an ECDSA P-256 key and a self-signed
-// certificate) and writes its certificate as PEM; issue signs a server
+// certificate) and writes its certificate as PEM; Issue signs a server
 // certificate with it for 127.0.0.1 and localhost, the names a test reaches
 // its redis-server by. Everything lives for a day, in the test's temporary
 // directory, and nothing is trusted beyond the test that made it.
@@ -55,9 +55,9 @@ func NewCA(t testing.TB) *CA {
 	return ca
 }
 
-// issue writes a server certificate for 127.0.0.1 and localhost, signed by
+// Issue writes a server certificate for 127.0.0.1 and localhost, signed by
 // ca, and its key, into dir.
-func (ca *CA) issue(t testing.TB, dir string) (certFile, keyFile string) {
+func (ca *CA) Issue(t testing.TB, dir string) (certFile, keyFile string) {
 	t.Helper()
 	key := newKey(t)
 	template := certTemplate(t)
