@@ -195,6 +195,9 @@ func New(cfg Config) (*Client, error) {
 	opt.DisableRetry = true
 	opt.DisableCache = true
 	opt.ForceSingleClient = true
+	// No CLIENT SETINFO on each connection: an ACL user made for the proxy
+	// would need +client|setinfo, or fill Redis's ACL LOG with refusals.
+	opt.ClientSetInfo = rueidis.DisableClientSetInfo
 	rc, err := rueidis.NewClient(opt)
 	if rc == nil {
 		return nil, err

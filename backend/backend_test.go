@@ -630,7 +630,7 @@ func TestTLSAndACL(t *testing.T) {
 		Config: []string{"--user", "proxy", "on", ">pw", "~*", "+get", "+pttl", "+ping", "+client|tracking"}})
 	redis.Do("SET", "k", "v")
 	cfg := Config{Addr: redis.Addr, User: "proxy", Password: "pw", TLSRoots: redis.CA.Pool,
-		Timeout: time.Second, MaxParallel: 2, QueueLen: 16, FetchTTL: true}
+		Timeout: 10 * time.Second, MaxParallel: 2, QueueLen: 16, FetchTTL: true} // single fetches must not time out on a loaded machine
 	type reach struct {
 		up  bool
 		err error
@@ -675,6 +675,18 @@ func TestTLSAndACL(t *testing.T) {
 		t.Fatal("no invalidation through TLS")
 	}
 
+	// nextReach is the next reachability change, failing the test rather
+	// than hanging it if none comes.
+	nextReach := func() reach {
+		t.Helper()
+		select {
+		case r := <-reaches:
+			return r
+		case <-time.After(30 * time.Second):
+			t.Fatal("no reachability change within 30 s")
+			return reach{}
+		}
+	}
 	wrong := cfg
 	wrong.Password = "pw2"
 	c = newClientWith(t, withTracking(wrong, keys, reaches))
@@ -683,7 +695,7 @@ func TestTLSAndACL(t *testing.T) {
 	if _, isReply := AsReply(r.Err); !errors.As(r.Err, &unavailable) || !strings.Contains(r.Err.Error(), "WRONGPASS") || isReply {
 		t.Fatalf("GET with a wrong password: %+v", r)
 	}
-	if r := <-reaches; r.up || !strings.Contains(fmt.Sprint(r.err), "WRONGPASS") {
+	if r := nextReach(); r.up || !strings.Contains(fmt.Sprint(r.err), "WRONGPASS") {
 		t.Fatalf("OnReachable with a wrong password: %+v", r)
 	}
 	if state := c.TrackingState(); state != "reconnecting" {
@@ -697,7 +709,7 @@ func TestTLSAndACL(t *testing.T) {
 			t.Fatalf("not recovered once the password is right: %+v", r)
 		}
 	}
-	if r := <-reaches; !r.up {
+	if r := nextReach(); !r.up {
 		t.Fatalf("OnReachable after the recovery: %+v", r)
 	}
 	trackingOn(c)
@@ -710,12 +722,12 @@ func TestTLSAndACL(t *testing.T) {
 		{"another CA", Config{Addr: redis.Addr, TLSRoots: redistest.NewCA(t).Pool}, "certificate signed by unknown authority"},
 		{"no CA (the system's)", Config{Addr: "rediss://" + redis.Addr}, "certificate signed by unknown authority"},
 	} {
-		tc.cfg.Timeout, tc.cfg.MaxParallel, tc.cfg.QueueLen = time.Second, 1, 1
+		tc.cfg.Timeout, tc.cfg.MaxParallel, tc.cfg.QueueLen = 10*time.Second, 1, 1
 		if r := fetch(t, newClientWith(t, tc.cfg), "k"); !errors.As(r.Err, &unavailable) || !strings.Contains(r.Err.Error(), tc.want) {
 			t.Errorf("%s: %+v, want unavailable: %s", tc.what, r, tc.want)
 		}
 	}
-	insecure := newClientWith(t, Config{Addr: "rediss://" + redis.Addr, TLSInsecure: true, Timeout: time.Second, MaxParallel: 1, QueueLen: 1})
+	insecure := newClientWith(t, Config{Addr: "rediss://" + redis.Addr, TLSInsecure: true, Timeout: 10 * time.Second, MaxParallel: 1, QueueLen: 1})
 	if r := fetch(t, insecure, "k"); string(r.Value) != "v2" || insecure.User() != "default" {
 		t.Fatalf("TLS without verification: %+v, user %q", r, insecure.User())
 	}

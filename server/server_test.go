@@ -161,12 +161,13 @@ func newTestServerWith(t testing.TB, cache *lru.Cache, be *backend.Client) (*Ser
 // newTestProxy wires a server to a real Redis through a real backend, as
 // main does, with the fake loop in place of gnet's.
 func newTestProxy(t testing.TB) (*redistest.Server, *Server, *fakeLoop) {
-	return newTestProxyWith(t, newTestCache())
+	return newTestProxyWith(t, newTestCache(), time.Second)
 }
 
-func newTestProxyWith(t testing.TB, cache *lru.Cache) (*redistest.Server, *Server, *fakeLoop) {
+// newTestProxyWith is newTestProxy with the given cache and backend timeout.
+func newTestProxyWith(t testing.TB, cache *lru.Cache, timeout time.Duration) (*redistest.Server, *Server, *fakeLoop) {
 	redis := redistest.Start(t)
-	be, err := backend.New(backend.Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 4, QueueLen: 4096,
+	be, err := backend.New(backend.Config{Addr: redis.Addr, Timeout: timeout, MaxParallel: 4, QueueLen: 4096,
 		Versions: cache, OnResult: CacheFill(cache)})
 	if err != nil {
 		t.Fatal(err)
@@ -403,7 +404,7 @@ func BenchmarkHitJSONPipeline16(b *testing.B) {
 // and Redis, with nothing cached: allocations per miss count those of every
 // goroutine on the way (the loop, the backend's worker, rueidis's).
 func benchmarkMisses(b *testing.B, req string, perOp int) {
-	redis, _, lp := newTestProxyWith(b, lru.New(lru.Config{Capacity: 0, TTL: time.Minute, ReapInterval: -1}))
+	redis, _, lp := newTestProxyWith(b, lru.New(lru.Config{Capacity: 0, TTL: time.Minute, ReapInterval: -1}), time.Second)
 	value := strings.Repeat("v", 100)
 	for i := range perOp {
 		redis.Do("SET", fmt.Sprintf("key:%012d", i), value)

@@ -279,10 +279,19 @@ func checkRedis(addr string) error {
 // name, after checking that they do not say twice what --redis says.
 func (c *config) readRedisFiles() error {
 	var inURL *url.Userinfo // nil for host:port; its methods take nil
+	scheme, skipVerify := "", false
 	if strings.Contains(c.redis, "://") {
 		if u, err := url.Parse(c.redis); err == nil {
-			inURL = u.User
+			inURL, scheme = u.User, u.Scheme
+			skipVerify, _ = strconv.ParseBool(u.Query().Get("skip_verify"))
 		}
+	}
+	tlsFlags := c.redisTLSCA != "" || c.redisTLSInsecure
+	if tlsFlags && scheme == "unix" {
+		return usageError{"--redis: a unix:// socket has no TLS, which --redis-tls-ca and --redis-tls-insecure ask for"}
+	}
+	if c.redisTLSCA != "" && skipVerify {
+		return usageError{"--redis-tls-ca: the --redis URL says skip_verify, which skips the verification the CA is for; give one or the other"}
 	}
 	if c.redisUser != "" && inURL.Username() != "" {
 		return usageError{"--redis-user: the --redis URL names a user too; give it in one place"}

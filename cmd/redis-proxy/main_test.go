@@ -375,6 +375,8 @@ func TestRedisCredentials(t *testing.T) {
 		{[]string{"--redis", "redis://u:p@h:1", "--redis-password-file", pwFile}, "--redis-password-file: the --redis URL has a password too"},
 		{[]string{"--redis", "redis://:p@h:1", "--redis-password-file", pwFile}, "--redis-password-file: the --redis URL has a password too"},
 		{[]string{"--redis-tls-ca", caFile, "--redis-tls-insecure"}, "--redis-tls-insecure: it skips the verification --redis-tls-ca is for"},
+		{[]string{"--redis", "rediss://h:1?skip_verify=true", "--redis-tls-ca", caFile}, "--redis-tls-ca: the --redis URL says skip_verify"},
+		{[]string{"--redis", "unix:///run/redis.sock", "--redis-tls-insecure"}, "--redis: a unix:// socket has no TLS"},
 		{[]string{"--redis", "redis://u@h:1", "--redis-password-file", pwFile}, ""}, // the user in the URL, the password in the file
 		{[]string{"--redis", "redis://:p@h:1", "--redis-user", "v"}, ""},
 		{[]string{"--redis", "rediss://h:1", "--redis-tls-ca", caFile}, ""},
