@@ -181,7 +181,17 @@ type Client struct {
 	errors      atomic.Uint64
 	coalesced   atomic.Uint64
 	down        atomic.Bool
+	// shutOut is the refusal Redis last gave the proxy's credentials or
+	// commands (WRONGPASS, NOPERM...), and shutOutUntil (Unix ns) how long
+	// misses fail with it without asking again: each try is a dial, a TLS
+	// handshake and a refused AUTH, from every proxy, on every miss.
+	shutOut      atomic.Pointer[UnavailableError]
+	shutOutUntil atomic.Int64
 }
+
+// shutOutCooldown is how long a refusal of the proxy's credentials or
+// commands fails misses at once before the next GET tries again.
+const shutOutCooldown = 500 * time.Millisecond
 
 // New parses cfg, connects to Redis and starts the workers. It fails only for
 // a bad configuration; Redis being down is not an error here (see Ping).
@@ -463,6 +473,13 @@ func (c *Client) get(flights []*flight, deadlines []time.Time) []Result {
 	if len(send) == 0 {
 		return results
 	}
+	if refusal := c.shutOut.Load(); refusal != nil && now.UnixNano() < c.shutOutUntil.Load() {
+		c.errors.Add(uint64(len(send)))
+		for _, i := range send {
+			results[i].Err = refusal
+		}
+		return results
+	}
 	c.fetches.Add(uint64(len(send)))
 	ctx, cancel := context.WithDeadline(context.Background(), latest)
 	defer cancel()
@@ -519,14 +536,31 @@ func (c *Client) result(res rueidis.RedisResult) Result {
 	var unavailable *UnavailableError
 	_, isReply := AsReply(err)
 	switch {
+	case errors.As(err, &unavailable) && isRefusal(unavailable):
+		c.shutOut.Store(unavailable)
+		c.shutOutUntil.Store(time.Now().Add(shutOutCooldown).UnixNano())
+		c.setDown(true, err) // not letting us in
 	case errors.As(err, &unavailable):
-		c.setDown(true, err) // unreachable, or not letting us in
+		c.setDown(true, err) // unreachable
 	case isReply:
 		c.setDown(false, nil) // an answer (WRONGTYPE...): Redis is there
 	}
 	// A timeout says nothing either way: the state stands.
 	return Result{Err: err}
 }
+
+// isRefusal reports whether e is Redis refusing the proxy's credentials or
+// commands (classify made it from such a reply), rather than Redis not being
+// reached at all.
+func isRefusal(e *UnavailableError) bool {
+	_, isReply := e.Err.(refusal)
+	return isReply
+}
+
+// refusal is the text of a reply that shuts the proxy out.
+type refusal string
+
+func (r refusal) Error() string { return string(r) }
 
 // setDown records whether Redis can be read from, and tells OnReachable
 // when that changes; under reachMu, so that the lines it logs come in the
@@ -552,7 +586,7 @@ func classify(err error) error {
 		if shutOut(string(reply)) {
 			// Not the ReplyError itself: AsReply would find it (Unwrap)
 			// and take it for Redis's answer about the key.
-			return &UnavailableError{errors.New(string(reply))}
+			return &UnavailableError{refusal(reply)}
 		}
 		return reply
 	}

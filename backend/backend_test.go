@@ -701,6 +701,18 @@ func TestTLSAndACL(t *testing.T) {
 	if state := c.TrackingState(); state != "reconnecting" {
 		t.Fatalf("tracking with a wrong password: %s", state)
 	}
+	// Refused, the misses of the next moments fail at once, without a
+	// dial, a handshake and a refused AUTH each: of 20 misses in a row, at
+	// most a couple reach Redis (one each time a cooldown has run out).
+	sentBefore := c.Stats().Fetches
+	for range 20 {
+		if r := fetch(t, c, "k"); !strings.Contains(fmt.Sprint(r.Err), "WRONGPASS") {
+			t.Fatalf("GET within the cooldown: %+v", r)
+		}
+	}
+	if sent := c.Stats().Fetches - sentBefore; sent > 2 {
+		t.Fatalf("%d of 20 misses while refused were sent to Redis", sent)
+	}
 	redis.Do("ACL", "SETUSER", "proxy", ">pw2") // Redis now takes it too
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if r := fetch(t, c, "k"); string(r.Value) == "v2" {
