@@ -181,12 +181,17 @@ type Client struct {
 	errors      atomic.Uint64
 	coalesced   atomic.Uint64
 	down        atomic.Bool
-	// shutOut is the refusal Redis last gave the proxy's credentials or
-	// commands (WRONGPASS, NOPERM...), and shutOutUntil (Unix ns) how long
-	// misses fail with it without asking again: each try is a dial, a TLS
-	// handshake and a refused AUTH, from every proxy, on every miss.
-	shutOut      atomic.Pointer[UnavailableError]
-	shutOutUntil atomic.Int64
+	// refused is the refusal Redis last gave the proxy's credentials or
+	// commands (WRONGPASS, NOPERM...) and until when misses fail with it
+	// without asking again: each try is a dial, a TLS handshake and a
+	// refused AUTH, from every proxy, on every miss.
+	refused atomic.Pointer[cooldown]
+}
+
+// cooldown is a refusal and until when (Unix ns) it stands.
+type cooldown struct {
+	err   *UnavailableError
+	until int64
 }
 
 // shutOutCooldown is how long a refusal of the proxy's credentials or
@@ -473,10 +478,10 @@ func (c *Client) get(flights []*flight, deadlines []time.Time) []Result {
 	if len(send) == 0 {
 		return results
 	}
-	if refusal := c.shutOut.Load(); refusal != nil && now.UnixNano() < c.shutOutUntil.Load() {
+	if r := c.refused.Load(); r != nil && now.UnixNano() < r.until {
 		c.errors.Add(uint64(len(send)))
 		for _, i := range send {
-			results[i].Err = refusal
+			results[i].Err = r.err
 		}
 		return results
 	}
@@ -536,12 +541,11 @@ func (c *Client) result(res rueidis.RedisResult) Result {
 	var unavailable *UnavailableError
 	_, isReply := AsReply(err)
 	switch {
-	case errors.As(err, &unavailable) && isRefusal(unavailable):
-		c.shutOut.Store(unavailable)
-		c.shutOutUntil.Store(time.Now().Add(shutOutCooldown).UnixNano())
-		c.setDown(true, err) // not letting us in
 	case errors.As(err, &unavailable):
-		c.setDown(true, err) // unreachable
+		if isRefusal(unavailable) { // not letting us in, rather than unreachable
+			c.refused.Store(&cooldown{unavailable, time.Now().Add(shutOutCooldown).UnixNano()})
+		}
+		c.setDown(true, err)
 	case isReply:
 		c.setDown(false, nil) // an answer (WRONGTYPE...): Redis is there
 	}

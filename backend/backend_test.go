@@ -496,16 +496,6 @@ func TestTracking(t *testing.T) {
 			t.Fatalf("no OnFlush or OnResync: %s", what)
 		}
 	}
-	trackingOn := func() {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for c.TrackingState() != "on" {
-			if time.Now().After(deadline) {
-				t.Fatalf("tracking %s, want on", c.TrackingState())
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
 	invalidated := func(key string) {
 		t.Helper()
 		for k := ""; k != key; {
@@ -518,7 +508,7 @@ func TestTracking(t *testing.T) {
 	}
 
 	flush("the resync when tracking first comes on", "resync reconnecting")
-	trackingOn()
+	trackingOn(t, c)
 	redis.Do("SET", "a", "1")
 	select {
 	case k := <-keys:
@@ -552,7 +542,7 @@ func TestTracking(t *testing.T) {
 	}
 	redis.Do("CLIENT", "KILL", "ID", id)
 	flush("the resync after the connection dropped", "resync reconnecting") // not "on": the drop itself flushed nothing
-	trackingOn()
+	trackingOn(t, c)
 	redis.Do("SET", "b", "2")
 	invalidated("b")
 	redis.Do("FLUSHALL")
@@ -647,14 +637,6 @@ func TestTLSAndACL(t *testing.T) {
 		cfg.OnReachable = func(up bool, err error) { reaches <- reach{up, err} }
 		return cfg
 	}
-	trackingOn := func(c *Client) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); c.TrackingState() != "on"; time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("tracking %s, want on", c.TrackingState())
-			}
-		}
-	}
 
 	keys, reaches := make(chan string, 16), make(chan reach, 16)
 	c := newClientWith(t, withTracking(cfg, keys, reaches))
@@ -664,7 +646,7 @@ func TestTLSAndACL(t *testing.T) {
 	if !c.TLS() || c.User() != "proxy" {
 		t.Fatalf("TLS %v, user %q", c.TLS(), c.User())
 	}
-	trackingOn(c)
+	trackingOn(t, c)
 	redis.Do("SET", "k", "v2")
 	select {
 	case k := <-keys:
@@ -724,7 +706,7 @@ func TestTLSAndACL(t *testing.T) {
 	if r := nextReach(); !r.up {
 		t.Fatalf("OnReachable after the recovery: %+v", r)
 	}
-	trackingOn(c)
+	trackingOn(t, c)
 
 	for _, tc := range []struct {
 		what string
@@ -742,5 +724,15 @@ func TestTLSAndACL(t *testing.T) {
 	insecure := newClientWith(t, Config{Addr: "rediss://" + redis.Addr, TLSInsecure: true, Timeout: 10 * time.Second, MaxParallel: 1, QueueLen: 1})
 	if r := fetch(t, insecure, "k"); string(r.Value) != "v2" || insecure.User() != "default" {
 		t.Fatalf("TLS without verification: %+v, user %q", r, insecure.User())
+	}
+}
+
+// trackingOn waits, up to 10 s, for c's invalidation tracking to be on.
+func trackingOn(t *testing.T, c *Client) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); c.TrackingState() != "on"; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("tracking %s, want on", c.TrackingState())
+		}
 	}
 }

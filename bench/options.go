@@ -8,6 +8,7 @@ package main
 
 import (
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -33,10 +34,7 @@ func optionsCost(lb *lab, redis *target, s settings) []optionsRow {
 			append([]string{"--ttl", "1h", "--capacity", "100000"}, v.flags...)...)
 		t.backend = redis
 		targets = append(targets, t)
-		rows[i].name = v.name
-		for _, f := range v.flags {
-			rows[i].flags += f + " "
-		}
+		rows[i].name, rows[i].flags = v.name, strings.Join(v.flags, " ")
 	}
 	load(redis, keys, valueSize, targets...)
 

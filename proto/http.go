@@ -3,9 +3,9 @@
 // raw value) or /lookup?key=<percent-encoded key> (answered in JSON, json.go).
 //
 // ParseRequest frames a request (request line, header block, optional
-// Content-Length body, which is skipped) and reads the four things the proxy
-// acts on: the method, the key, the form of the answer and whether the
-// connection stays open. Two outcomes are kept apart on purpose:
+// Content-Length body, which is skipped) and reads the five things the proxy
+// acts on: the method, the key, the form of the answer, the Authorization
+// header and whether the connection stays open. Two outcomes are kept apart on purpose:
 //   - a framing error (malformed line, header block over 8 KiB, chunked body)
 //     is returned as an *HTTPError: the stream cannot be trusted any further,
 //     so the caller answers it and closes;
@@ -395,6 +395,15 @@ func EqualFold(b []byte, s string) bool {
 
 func hasPrefixFold(b []byte, s string) bool {
 	return len(b) >= len(s) && EqualFold(b[:len(s)], s)
+}
+
+// BearerToken returns the token of an Authorization header value of the
+// Bearer scheme (its name in any case, as HTTP has it), or nil.
+func BearerToken(authorization []byte) []byte {
+	if !hasPrefixFold(authorization, "bearer ") {
+		return nil
+	}
+	return bytes.TrimLeft(authorization[len("bearer "):], " ")
 }
 
 // ResponseOptions describe how an answer is framed for the request it answers.

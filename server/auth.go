@@ -23,8 +23,12 @@ import (
 	"github.com/redis-proxy/redis-proxy/proto"
 )
 
-// bearerChallenge is the WWW-Authenticate header of a 401.
-const bearerChallenge = `Bearer realm="redis-proxy"`
+// BearerChallenge is the WWW-Authenticate header of a 401, and
+// Unauthorized its text.
+const (
+	BearerChallenge = `Bearer realm="redis-proxy"`
+	Unauthorized    = "authentication required: send Authorization: Bearer <the --require-pass password>"
+)
 
 var (
 	noAuthReply    = proto.AppendError(nil, "NOAUTH Authentication required.")
@@ -33,29 +37,11 @@ var (
 	noPassReply    = proto.AppendError(nil, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
 )
 
-// passwordIs reports whether p is the password.
+// passwordIs reports whether p is the password, comparing SHA-256 digests
+// in time independent of p and of where it differs.
 func (s *Server) passwordIs(p []byte) bool {
-	return PasswordMatches(p, &s.passwordDigest)
-}
-
-// PasswordMatches reports whether p has the SHA-256 digest want, in time
-// independent of p and of where it differs.
-func PasswordMatches(p []byte, want *[sha256.Size]byte) bool {
 	got := sha256.Sum256(p)
-	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
-}
-
-// BearerToken returns the token of an Authorization header value of the
-// Bearer scheme (its name in any case, as HTTP has it), or nil.
-func BearerToken(authorization []byte) []byte {
-	if len(authorization) < 7 || !proto.EqualFold(authorization[:6], "bearer") || authorization[6] != ' ' {
-		return nil
-	}
-	token := authorization[7:]
-	for len(token) > 0 && token[0] == ' ' {
-		token = token[1:]
-	}
-	return token
+	return subtle.ConstantTimeCompare(got[:], s.passwordDigest[:]) == 1
 }
 
 // authenticate answers AUTH [user] password (args as sent, AUTH first).
@@ -74,22 +60,18 @@ func (s *Server) authenticate(cn *conn, args [][]byte) []byte {
 		return noPassReply
 	case s.cfg.RequirePass == "" && user == "default":
 		return okReply
-	case user == "default" && s.cfg.RequirePass != "" && s.passwordIs(pass):
+	case user == "default" && s.passwordIs(pass):
 		cn.authed = true
 		return okReply
 	}
 	return wrongPassReply
 }
 
-// httpAuthorized reports whether req may be served: no password is
-// configured, or it carries Authorization: Bearer <password> (the scheme's
-// name in any case, as HTTP has it).
-func (s *Server) httpAuthorized(req *proto.Request) bool {
-	if s.cfg.RequirePass == "" {
-		return true
-	}
-	token := BearerToken(req.Authorization)
-	return len(token) > 0 && s.passwordIs(token)
+// Authorized reports whether an HTTP request with this Authorization
+// header value may be served: no password is configured, or it carries
+// Bearer <password>. The admin port asks the same.
+func (s *Server) Authorized(authorization []byte) bool {
+	return s.cfg.RequirePass == "" || s.passwordIs(proto.BearerToken(authorization))
 }
 
 // protects reports whether protected mode is on for cfg: asked for, no

@@ -132,7 +132,7 @@ func TestProtectedMode(t *testing.T) {
 	if got := http.takeOut(); !strings.HasPrefix(got, "HTTP/1.1 403 Forbidden\r\n") || !strings.Contains(got, "--protected-mode=false") {
 		t.Fatalf("a remote HTTP client: %q", got)
 	}
-	if st := s.Stats(); st.Clients != 4 || s.denied.Load() != 2 {
-		t.Fatalf("clients %d, denied %d", st.Clients, s.denied.Load())
+	if st := s.Stats(); st.Clients != 4 || st.Denied != 2 {
+		t.Fatalf("clients %d, denied %d", st.Clients, st.Denied)
 	}
 }

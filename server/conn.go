@@ -139,7 +139,21 @@ const (
 	admitted          refusal = iota
 	refusedMaxClients         // over --max-clients
 	refusedProtected          // a non-loopback client in protected mode
+	numRefusals
 )
+
+// refusals say, for each refusal, what the client is answered (HTTP status
+// and text, RESP error) and what the log says.
+var refusals = [numRefusals]struct {
+	status    int
+	text, err string
+	log       string
+}{
+	refusedMaxClients: {503, "too many clients: --max-clients reached", "ERR max number of clients reached",
+		"clients refused: --max-clients reached"},
+	refusedProtected: {403, protectedMessage, "DENIED " + protectedMessage,
+		"clients refused: protected mode (every interface, no --require-pass) serves loopback clients only"},
+}
 
 type slotKind uint8
 

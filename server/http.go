@@ -3,10 +3,12 @@
 // served the same way but answered with a JSON object (proto/json.go).
 //
 // Status codes: 200 with the value, 404 for a key Redis does not have,
-// 400/405 for requests the proxy will not serve (connection kept), 400, 413,
-// 414, 431, 501, 505 for requests it cannot frame (connection closed after
-// the answer), 502 when Redis is unreachable or answers an error, 504 when it
-// is too slow, 503 when the proxy is over its limits. Every error carries a
+// 400/405 for requests the proxy will not serve (connection kept), 401
+// without the --require-pass password, 403 for a client protected mode turns
+// away, 406 for a JSON lookup of a value over 1 MiB, 400, 413, 414, 431, 501,
+// 505 for requests it cannot frame (connection closed after the answer), 502
+// when Redis is unreachable or answers an error, 504 when it is too slow, 503
+// when the proxy is over its limits (clients, queue, rate). Every error carries a
 // one-line reason: the text body, or the JSON answer's "error" (a JSON form
 // that cannot be framed is answered in text: the form is not known yet).
 
@@ -37,8 +39,7 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		errors.As(err, &he)
 		_, dst := cn.answerBuf()
 		o := proto.ResponseOptions{Date: s.dateNow()} // not keep-alive: announces the close
-		*dst = proto.AppendStatus(*dst, &o, nil, he.Status, he.Msg)
-		cn.lp.stats.count(proto.HTTP, ResultError)
+		answerStatus(cn, dst, &o, nil, he.Status, he.Msg, ResultError)
 		cn.closing = true
 		return len(buf)
 	}
@@ -52,21 +53,17 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 	}
 	o := proto.ResponseOptionsFor(req, s.dateNow())
 	sl, dst := cn.answerBuf()
-	if req.Status != 0 {
-		*dst = proto.AppendStatus(*dst, &o, req.Key, req.Status, req.StatusMsg)
-		cn.lp.stats.count(proto.HTTP, ResultError)
+	switch {
+	case req.Status != 0:
+		answerStatus(cn, dst, &o, req.Key, req.Status, req.StatusMsg, ResultError)
 		return n
-	}
-	if !s.httpAuthorized(req) {
-		o.Challenge = bearerChallenge
-		*dst = proto.AppendStatus(*dst, &o, req.Key, 401, "authentication required: send Authorization: Bearer <the --require-pass password>")
-		cn.lp.stats.count(proto.HTTP, ResultError)
+	case !s.Authorized(req.Authorization):
+		o.Challenge = BearerChallenge
+		answerStatus(cn, dst, &o, req.Key, 401, Unauthorized, ResultError)
 		return n
-	}
-	if !s.admit(cn) {
+	case !s.admit(cn):
 		o.RetryAfter = 1 // a bucket refills a second's worth in a second
-		*dst = proto.AppendStatus(*dst, &o, req.Key, 503, "rate limit exceeded")
-		cn.lp.stats.count(proto.HTTP, ResultRefused)
+		answerStatus(cn, dst, &o, req.Key, 503, "rate limit exceeded", ResultRefused)
 		return n
 	}
 	s.sample(cn.lp, req.Key)
@@ -98,6 +95,13 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 	sl.ready, sl.kind, sl.http = false, kindHTTP, o
 	s.fetch(cn, sl, string(req.Key), 0)
 	return n
+}
+
+// answerStatus appends to dst an answer of status that carries no value,
+// msg saying why, and counts the request as r.
+func answerStatus(cn *conn, dst *[]byte, o *proto.ResponseOptions, key []byte, status int, msg string, r Result) {
+	*dst = proto.AppendStatus(*dst, o, key, status, msg)
+	cn.lp.stats.count(proto.HTTP, r)
 }
 
 // appendHTTPResult encodes a fetch result for key as an HTTP answer.

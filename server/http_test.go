@@ -2,7 +2,6 @@ package server
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -10,17 +9,9 @@ import (
 	"testing"
 
 	"github.com/redis-proxy/redis-proxy/backend"
+	"github.com/redis-proxy/redis-proxy/internal/lookuptest"
 	"github.com/redis-proxy/redis-proxy/proto"
 )
-
-// lookupAnswer is the body of a JSON answer (proto/json.go).
-type lookupAnswer struct {
-	Key      *string `json:"key"`
-	Value    *string `json:"value"`
-	Encoding string  `json:"encoding"`
-	Status   int     `json:"status"`
-	Error    *string `json:"error"`
-}
 
 // readAnswers reads the HTTP answers in out, one per method given, and
 // returns them with their bodies.
@@ -46,14 +37,11 @@ func readAnswers(t *testing.T, out string, methods ...string) ([]*http.Response,
 	return responses, bodies
 }
 
-func decodeLookup(t *testing.T, res *http.Response, body string) lookupAnswer {
+func decodeLookup(t *testing.T, res *http.Response, body string) lookuptest.Answer {
 	t.Helper()
-	var a lookupAnswer
-	if err := json.Unmarshal([]byte(body), &a); err != nil {
-		t.Fatalf("%.80q: %v", body, err)
-	}
-	if res.Header.Get("Content-Type") != "application/json" || a.Status != res.StatusCode {
-		t.Fatalf("%d %v: %.80q", res.StatusCode, res.Header, body)
+	a, err := lookuptest.Decode([]byte(body), res.StatusCode)
+	if err != nil || res.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("%d %v: %.80q: %v", res.StatusCode, res.Header, body, err)
 	}
 	return a
 }

@@ -25,7 +25,7 @@ const (
 	ResultMiss                  // a key was fetched from Redis (found or not)
 	ResultStale                 // a failed fetch was answered with a stale value (--stale-if-error)
 	ResultError                 // answered with an error: a bad request or a failed fetch
-	ResultRefused               // refused by the proxy's limits (--max-clients, a full backend queue)
+	ResultRefused               // refused by the proxy's limits (--max-clients, protected mode, the rate limits, a full backend queue)
 	ResultOther                 // a command that reads no key (PING, INFO, HELLO...)
 	NumResults
 )
@@ -74,7 +74,7 @@ type Stats struct {
 // Stats reads the front end's counters: cheap atomics the loops keep, summed
 // here, so that reading them costs the request path nothing.
 func (s *Server) Stats() Stats {
-	st := Stats{Clients: s.clients.Load(), Accepted: s.accepted.Load(), Rejected: s.rejected.Load(), Denied: s.denied.Load(),
+	st := Stats{Clients: s.clients.Load(), Accepted: s.accepted.Load(), Rejected: s.refused[refusedMaxClients].Load(), Denied: s.refused[refusedProtected].Load(),
 		InFlight: s.pending.Load(), Loops: s.cfg.Loops, StaleAnswers: s.staleAnswers.Load()}
 	s.loopsMu.Lock()
 	for _, lp := range s.loops {

@@ -120,7 +120,10 @@ func newRateLimits(proxy, perClient float64, loops int) *rateLimits {
 	if proxy <= 0 && perClient <= 0 {
 		return nil
 	}
-	rl := &rateLimits{start: time.Now(), perIP: perClient, clients: map[netip.Addr]*clientBucket{}}
+	rl := &rateLimits{start: time.Now(), perIP: perClient}
+	if perClient > 0 {
+		rl.clients = map[netip.Addr]*clientBucket{}
+	}
 	if proxy > 0 {
 		rl.proxy = &sharedBucket{tokenBucket: newTokenBucket(proxy)}
 		rl.chunk = max(1, int64(proxy/100)/int64(loops))
@@ -163,6 +166,9 @@ func (rl *rateLimits) close(b *clientBucket) {
 // sweep drops the buckets of clients with no connection whose buckets are
 // full again, which a new connection would get anyway.
 func (rl *rateLimits) sweep() {
+	if rl.perIP <= 0 {
+		return
+	}
 	now := rl.now()
 	rl.mu.Lock()
 	defer rl.mu.Unlock()

@@ -62,21 +62,17 @@ func (s *Server) command(cn *conn, args [][]byte) {
 			s.reply(cn, wrongArgs("get"))
 			return
 		}
-		if !s.admit(cn) {
-			s.refuseRead(cn)
-			return
+		if s.admitRead(cn) {
+			s.get(cn, args[1])
 		}
-		s.get(cn, args[1])
 	case proto.EqualFold(name, "mget"):
 		if len(args) < 2 {
 			s.reply(cn, wrongArgs("mget"))
 			return
 		}
-		if !s.admit(cn) {
-			s.refuseRead(cn)
-			return
+		if s.admitRead(cn) {
+			s.mget(cn, args[1:])
 		}
-		s.mget(cn, args[1:])
 	case proto.EqualFold(name, "ping"):
 		switch len(args) {
 		case 1:
@@ -123,23 +119,31 @@ var (
 // reply queues an answer that is complete at once: an error, or the answer
 // to a command that reads no key.
 func (s *Server) reply(cn *conn, answer []byte) {
+	r := ResultOther
+	if answer[0] == '-' {
+		r = ResultError
+	}
+	s.replyAs(cn, answer, r)
+}
+
+// replyAs queues an answer that is complete at once, counted as r.
+func (s *Server) replyAs(cn *conn, answer []byte, r Result) {
 	_, dst := cn.answerBuf()
 	*dst = append(*dst, answer...)
-	if answer[0] == '-' {
-		cn.lp.stats.count(proto.RESP, ResultError)
-	} else {
-		cn.lp.stats.count(proto.RESP, ResultOther)
-	}
+	cn.lp.stats.count(proto.RESP, r)
 }
 
 // rateLimitedReply answers a read over a rate limit (ratelimit.go).
 var rateLimitedReply = proto.AppendError(nil, "ERR rate limit exceeded")
 
-// refuseRead answers a GET or MGET refused over a rate limit.
-func (s *Server) refuseRead(cn *conn) {
-	_, dst := cn.answerBuf()
-	*dst = append(*dst, rateLimitedReply...)
-	cn.lp.stats.count(proto.RESP, ResultRefused)
+// admitRead reports whether a GET or MGET on cn is within the rate limits,
+// and answers it if not.
+func (s *Server) admitRead(cn *conn) bool {
+	if s.admit(cn) {
+		return true
+	}
+	s.replyAs(cn, rateLimitedReply, ResultRefused)
+	return false
 }
 
 // get answers GET key: from the cache when it can, else through a fetch.
@@ -476,14 +480,10 @@ func configGet(args [][]byte, resp3 bool) []byte {
 
 // appendRefusal answers a refused connection, in its protocol.
 func (s *Server) appendRefusal(dst []byte, cn *conn) []byte {
-	o := proto.ResponseOptions{Date: s.dateNow()}
-	switch {
-	case cn.rejected == refusedProtected && cn.proto == proto.HTTP:
-		return proto.AppendStatus(dst, &o, nil, 403, protectedMessage)
-	case cn.rejected == refusedProtected:
-		return proto.AppendError(dst, "DENIED "+protectedMessage)
-	case cn.proto == proto.HTTP:
-		return proto.AppendStatus(dst, &o, nil, 503, "too many clients: --max-clients reached")
+	r := &refusals[cn.rejected]
+	if cn.proto == proto.HTTP {
+		o := proto.ResponseOptions{Date: s.dateNow()}
+		return proto.AppendStatus(dst, &o, nil, r.status, r.text)
 	}
-	return proto.AppendError(dst, "ERR max number of clients reached")
+	return proto.AppendError(dst, r.err)
 }

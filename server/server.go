@@ -84,19 +84,17 @@ type Server struct {
 	served   chan struct{} // closed once Serve has returned
 	draining atomic.Bool   // set by Shutdown: new connections are closed at once
 
-	clients   atomic.Int64 // open connections counted against MaxClients
-	refusing  atomic.Int64 // refused connections waiting to be told so
-	rejected  atomic.Uint64
-	denied    atomic.Uint64 // connections protected mode turned away
+	clients   atomic.Int64               // open connections counted against MaxClients
+	refusing  atomic.Int64               // refused connections waiting to be told so
+	refused   [numRefusals]atomic.Uint64 // connections refused, by why
 	accepted  atomic.Uint64
 	protected bool // protected mode is on (auth.go)
 	// passwordDigest is the SHA-256 of cfg.RequirePass (auth.go).
 	passwordDigest [sha256.Size]byte
 	staleAnswers   atomic.Uint64 // failed fetches answered with a stale value
-	// refusedLogged and deniedLogged are rejected and denied as last
-	// logged (OnTick's only).
-	refusedLogged, deniedLogged uint64
-	pending                     atomic.Int64 // fetches issued whose answers have not been delivered
+	// refusedLogged is refused as last logged (OnTick's only).
+	refusedLogged [numRefusals]uint64
+	pending       atomic.Int64 // fetches issued whose answers have not been delivered
 
 	date  atomic.Pointer[[]byte] // the HTTP Date header value, refreshed every second
 	clock atomic.Int64           // seconds since started, refreshed every second (idle checks)
@@ -227,13 +225,11 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.updateDate()
 	s.clock.Store(int64(time.Since(s.started) / time.Second))
-	if refused := s.rejected.Load(); refused != s.refusedLogged { // a line a second at most
-		s.log.Warn("clients refused: --max-clients reached", "refused", refused-s.refusedLogged, "max_clients", s.cfg.MaxClients)
-		s.refusedLogged = refused
-	}
-	if denied := s.denied.Load(); denied != s.deniedLogged {
-		s.log.Warn("clients refused: protected mode (every interface, no --require-pass) serves loopback clients only", "refused", denied-s.deniedLogged)
-		s.deniedLogged = denied
+	for why := refusedMaxClients; why < numRefusals; why++ { // a line a second at most, each
+		if n := s.refused[why].Load(); n != s.refusedLogged[why] {
+			s.log.Warn(refusals[why].log, "refused", n-s.refusedLogged[why], "max_clients", s.cfg.MaxClients)
+			s.refusedLogged[why] = n
+		}
 	}
 	if s.limits != nil {
 		s.limits.sweep()
@@ -327,12 +323,10 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	if s.protected && deniedFrom(c.RemoteAddr()) {
-		s.denied.Add(1)
 		return s.openRefused(c, refusedProtected)
 	}
 	if s.clients.Add(1) > int64(s.cfg.MaxClients) {
 		s.clients.Add(-1)
-		s.rejected.Add(1)
 		return s.openRefused(c, refusedMaxClients)
 	}
 	cn := s.newConn(c)
@@ -346,6 +340,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 // openRefused opens a connection only to refuse it, for why; past
 // maxRefusing such connections, it closes it at once.
 func (s *Server) openRefused(c gnet.Conn, why refusal) ([]byte, gnet.Action) {
+	s.refused[why].Add(1)
 	if s.refusing.Add(1) > maxRefusing {
 		s.refusing.Add(-1)
 		return nil, gnet.Close

@@ -245,7 +245,7 @@ func TestJSONLogs(t *testing.T) {
 	refused.expectClosed()
 	// Counted as refused (so may the start-up probes' connections have been).
 	info := rc.do("INFO", "stats").String()
-	if _, counts, _ := strings.Cut(info, "\r\nresp_requests:"); !strings.HasPrefix(counts, "hit=") || strings.Contains(strings.SplitN(counts, "\r\n", 2)[0], ",refused=0,") {
+	if counts := infoField(t, info, "resp_requests"); !strings.HasPrefix(counts, "hit=") || strings.Contains(counts, ",refused=0,") {
 		t.Fatalf("the refusal is not counted:\n%s", info)
 	}
 

@@ -42,7 +42,12 @@ func proxyInfoAs(t testing.TB, addr, password, field string) string {
 			t.Fatalf("AUTH: %q", got)
 		}
 	}
-	info := rc.do("INFO").String()
+	return infoField(t, rc.do("INFO").String(), field)
+}
+
+// infoField returns one field of an INFO answer.
+func infoField(t testing.TB, info, field string) string {
+	t.Helper()
 	m := regexp.MustCompile(field + `:(\S+)`).FindStringSubmatch(info)
 	if m == nil {
 		t.Fatalf("INFO has no %s:\n%s", field, info)

@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -38,13 +37,10 @@ type admin struct {
 	srv          *server.Server
 	cache        *lru.Cache
 	be           *backend.Client
-	invalidation bool // tracking was asked for: not ready while it reconnects
-	pprof        bool // serve Go's profiles under /debug/pprof/ (--pprof)
-	// password, if set (--require-pass), guards what tells of the data: hot
-	// keys name keys, and profiles show the process's memory.
-	password    string
-	pingTimeout time.Duration // how long /readyz waits for Redis's PONG
-	stopping    atomic.Bool   // a signal arrived: not ready, so balancers stop sending
+	invalidation bool          // tracking was asked for: not ready while it reconnects
+	pprof        bool          // serve Go's profiles under /debug/pprof/ (--pprof)
+	pingTimeout  time.Duration // how long /readyz waits for Redis's PONG
+	stopping     atomic.Bool   // a signal arrived: not ready, so balancers stop sending
 }
 
 func (a *admin) handler() http.Handler {
@@ -79,17 +75,14 @@ func (a *admin) handler() http.Handler {
 	return mux
 }
 
-// guarded serves h only to requests that carry the --require-pass password
-// as a bearer token, when one is set, as the client port asks HTTP clients.
+// guarded serves h only to requests the client port would serve: with
+// --require-pass, those carrying the password as a bearer token. What it
+// guards tells of the data: hot keys name keys, profiles show memory.
 func (a *admin) guarded(h http.HandlerFunc) http.HandlerFunc {
-	if a.password == "" {
-		return h
-	}
-	digest := sha256.Sum256([]byte(a.password))
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !server.PasswordMatches(server.BearerToken([]byte(r.Header.Get("Authorization"))), &digest) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="redis-proxy"`)
-			http.Error(w, "authentication required: send Authorization: Bearer <the --require-pass password>", http.StatusUnauthorized)
+		if !a.srv.Authorized([]byte(r.Header.Get("Authorization"))) {
+			w.Header().Set("WWW-Authenticate", server.BearerChallenge)
+			http.Error(w, server.Unauthorized, http.StatusUnauthorized)
 			return
 		}
 		h(w, r)

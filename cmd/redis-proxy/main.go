@@ -596,7 +596,7 @@ func run(cfg config) error {
 
 	// A readiness probe gives up after 1 s by default (Kubernetes): /readyz
 	// answers before that.
-	adm := &admin{srv: srv, cache: cache, be: be, invalidation: cfg.invalidation, pprof: cfg.pprof, password: cfg.requirePass,
+	adm := &admin{srv: srv, cache: cache, be: be, invalidation: cfg.invalidation, pprof: cfg.pprof,
 		pingTimeout: min(cfg.backendTimeout, 500*time.Millisecond)}
 	if cfg.adminListen != "" {
 		l, err := net.Listen("tcp", cfg.adminListen)
