@@ -203,14 +203,15 @@ func (c *Cache) shardOf(h uint64) *shard { return &c.shards[h>>c.shift] }
 // never written again (a new value gets a new one), so visit may keep the
 // slice itself, to read after the call.
 func (c *Cache) Get(key []byte, visit func(value []byte)) bool {
-	return c.GetAge(key, func(v []byte, _ int64) { visit(v) })
+	h := xxhash.Sum64(key)
+	return c.shardOf(h).get(key, h, c.clock(), visit, nil)
 }
 
 // GetAge is Get whose visit also learns how long ago the entry was stored,
 // in whole seconds (what HTTP's Age header says).
 func (c *Cache) GetAge(key []byte, visit func(value []byte, age int64)) bool {
 	h := xxhash.Sum64(key)
-	return c.shardOf(h).get(key, h, c.clock(), visit)
+	return c.shardOf(h).get(key, h, c.clock(), nil, visit)
 }
 
 // GetStale is GetAge for when the value cannot be fetched afresh: it also

@@ -139,7 +139,7 @@ func (s *shard) valueOf(e *entry) []byte {
 	return s.arena.record(e.loc, int(e.klen)+int(e.vlen))[e.klen:]
 }
 
-func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte, int64)) bool {
+func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte), visitAge func([]byte, int64)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i, pos := s.find(key, h)
@@ -162,7 +162,11 @@ func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte, int64)) 
 	}
 	s.moveToFront(i)
 	s.stats.hits++
-	visit(s.valueOf(e), e.age(now))
+	if visitAge != nil {
+		visitAge(s.valueOf(e), e.age(now))
+	} else {
+		visit(s.valueOf(e))
+	}
 	return true
 }
 

@@ -61,7 +61,7 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		o.Challenge = BearerChallenge
 		answerStatus(cn, dst, &o, req.Key, 401, Unauthorized, ResultError)
 		return n
-	case !s.admit(cn):
+	case s.limits != nil && !s.admit(cn): // the check first: admit is not inlined
 		o.RetryAfter = 1 // a bucket refills a second's worth in a second
 		answerStatus(cn, dst, &o, req.Key, 503, "rate limit exceeded", ResultRefused)
 		return n
