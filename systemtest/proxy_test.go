@@ -109,10 +109,16 @@ func TestValueSizes(t *testing.T) {
 // A value changed in Redis is served stale until the TTL, then fresh.
 //
 // The entry is stored between start and cached, so it expires between
-// start+ttl and cached+ttl: reads polled across that span must answer the old
-// value when answered before start+ttl, the new one when sent after
-// cached+ttl, and either in between. Every read is checked; the first is
+// start+ttl and cached+ttl, plus the up to 1 ms its deadline is rounded up
+// by (deadlineResolution): reads polled across that span must answer the old
+// value when answered before start+ttl, the new one when sent after that,
+// and either in between. Every read is checked; the first is
 // sent a few ms after the caching, far within the TTL.
+// deadlineResolution is how finely the cache keeps deadlines: to the
+// millisecond, rounded up (lru's packExpiry), so an entry is never dropped
+// before its TTL and served at most 1 ms past it.
+const deadlineResolution = time.Millisecond
+
 func TestTTL(t *testing.T) {
 	redis := redistest.Start(t)
 	const ttl = time.Second
@@ -136,7 +142,7 @@ func TestTTL(t *testing.T) {
 				t.Fatalf("%v after caching, within the TTL of %v: %q, want the cached old value", answered.Sub(cached), ttl, got)
 			}
 			withinTTL++
-		case sent.After(cached.Add(ttl)):
+		case sent.After(cached.Add(ttl + deadlineResolution)):
 			if got != "new" {
 				t.Fatalf("%v after caching, past the TTL of %v: %q, want the new value", sent.Sub(cached), ttl, got)
 			}
