@@ -19,31 +19,36 @@
 //     until its deadline, so the proxy answers 502 fast and 504 only for a
 //     Redis that is there but slow;
 //   - DisableCache: the proxy has its own cache, rueidis's would be a second;
-//   - ForceSingleClient: the proxy starts, and serves what it can, while
-//     Redis is still down; rueidis redials by itself once it is back.
+//   - no CLIENT SETINFO: an ACL user made for the proxy would need
+//     +client|setinfo, or fill Redis's ACL LOG with refusals.
+//
+// Redis is one server, a Redis Cluster or a primary found through Sentinel
+// (Config.Mode; deploy.go). The proxy starts, and serves what it can, while
+// Redis is still down: a single server's client is made at once and rueidis
+// redials by itself; a cluster's or Sentinel's needs the topology first, so
+// while no node named can be reached misses fail with the cause and the
+// client is made again in the background.
 //
 // Every connection, the tracker's included, is dialled with the same
 // options: TLS when Addr is a rediss:// URL or Config asks for it (verifying
 // Redis's certificate against the system's authorities, or TLSRoots, for the
-// host Addr names), and authenticated in the HELLO that opens it when there
+// address each node is dialled by), and authenticated in the HELLO that opens it when there
 // are credentials. A dial that fails (an unknown authority, a certificate
 // for another name, a refused password) fails the fetches waiting for it
 // with that cause, and the next fetch dials again.
 //
 // The proxy is read-only: what this package sends Redis is reads (GET, and
 // PTTL beside it) and its connections' own commands (HELLO, PING, CLIENT
-// TRACKING), never a write.
+// TRACKING; CLUSTER SLOTS or SENTINEL queries to learn the topology), never
+// a write.
 package backend
 
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,8 +59,16 @@ import (
 
 // Config says where Redis is and how hard to use it.
 type Config struct {
-	// Addr is host:port, or a redis://[user:pass@]host:port[/db] or rediss:// URL.
+	// Addr is host:port, several (host:port,host:port: a cluster's seed
+	// nodes or the sentinels), or a redis://[user:pass@]host:port[/db] or
+	// rediss:// URL.
 	Addr string
+	// Mode is what Addr names: ModeStandalone, ModeCluster, ModeSentinel,
+	// or ModeAuto ("" too), which is Sentinel with a SentinelMaster and
+	// otherwise a cluster if the node reached first is in one.
+	Mode string
+	// SentinelMaster is the name the sentinels know the primary by.
+	SentinelMaster string
 	// User and Password, if set, are the credentials the connections
 	// authenticate with, in place of those in an Addr URL; a Password
 	// without a User is the default user's.
@@ -160,9 +173,12 @@ type job struct {
 
 // Client fetches keys from Redis. Create it with New, stop it with Close.
 type Client struct {
-	rc       rueidis.Client
-	tls      bool   // the connections are TLS
-	user     string // the ACL user they authenticate as
+	redis    atomic.Pointer[connection]
+	mode     atomic.Pointer[string] // what the client found: ModeStandalone, ModeCluster or ModeSentinel
+	quit     chan struct{}          // closed by Close: stops connect
+	dialling sync.WaitGroup         // connect
+	tls      bool                   // the connections are TLS
+	user     string                 // the ACL user they authenticate as
 	timeout  time.Duration
 	fetchTTL bool
 	versions Versions
@@ -201,52 +217,35 @@ const shutOutCooldown = 500 * time.Millisecond
 // New parses cfg, connects to Redis and starts the workers. It fails only for
 // a bad configuration; Redis being down is not an error here (see Ping).
 func New(cfg Config) (*Client, error) {
-	opt, err := clientOptions(cfg)
+	opt, mode, err := clientOptions(cfg)
 	if err != nil {
 		return nil, err
 	}
 	opt.Dialer.Timeout = cfg.Timeout
+	opt.Sentinel.Dialer.Timeout = cfg.Timeout
 	opt.AlwaysPipelining = true
 	opt.DisableRetry = true
 	opt.DisableCache = true
-	opt.ForceSingleClient = true
-	// No CLIENT SETINFO on each connection: an ACL user made for the proxy
-	// would need +client|setinfo, or fill Redis's ACL LOG with refusals.
 	opt.ClientSetInfo = rueidis.DisableClientSetInfo
-	rc, err := rueidis.NewClient(opt)
-	if rc == nil {
-		return nil, err
-	}
-	c := &Client{rc: rc, tls: opt.TLSConfig != nil, user: cmp.Or(opt.Username, "default"),
+	c := &Client{quit: make(chan struct{}), tls: opt.TLSConfig != nil, user: cmp.Or(opt.Username, "default"),
 		timeout: cfg.Timeout, fetchTTL: cfg.FetchTTL, versions: cfg.Versions, onResult: cfg.OnResult,
 		onReachable: cfg.OnReachable,
 		jobs:        newJobQueue(), queueLen: int64(cfg.QueueLen)}
 	for i := range c.flights {
 		c.flights[i].m = make(map[string]*flight)
 	}
+	if !c.dial(opt, mode) {
+		c.dialling.Add(1)
+		go c.connect(opt, mode)
+	}
 	c.workers.Add(cfg.MaxParallel)
 	for range cfg.MaxParallel {
 		go c.work()
 	}
 	if cfg.Tracking != nil {
-		c.tracker = startTracker(rc, *cfg.Tracking, cfg.Timeout)
+		c.tracker = startTracker(c.nodes, *cfg.Tracking, cfg.Timeout)
 	}
 	return c, nil
-}
-
-// Redacted is addr with the password of a redis:// URL replaced by "xxxxx",
-// for messages and logs; everything between "://" and the last "@" if the
-// URL does not parse.
-func Redacted(addr string) string {
-	scheme, rest, ok := strings.Cut(addr, "://")
-	at := strings.LastIndexByte(rest, '@')
-	if !ok || at < 0 {
-		return addr
-	}
-	if u, err := url.Parse(addr); err == nil && u.User != nil {
-		return u.Redacted()
-	}
-	return scheme + "://xxxxx" + rest[at:]
 }
 
 // TLS reports whether the connections to Redis are TLS.
@@ -256,45 +255,13 @@ func (c *Client) TLS() bool { return c.tls }
 // without credentials, or with a password alone.
 func (c *Client) User() string { return c.user }
 
-// clientOptions turns cfg's address, credentials and TLS settings into
-// rueidis's options.
-func clientOptions(cfg Config) (rueidis.ClientOption, error) {
-	opt, err := addrOptions(cfg.Addr)
-	if err != nil {
-		return opt, err
-	}
-	opt.Username = cmp.Or(cfg.User, opt.Username)
-	opt.Password = cmp.Or(cfg.Password, opt.Password)
-	if cfg.TLSRoots != nil || cfg.TLSInsecure {
-		if opt.TLSConfig == nil { // a rediss:// URL has one already, for its host
-			host, _, _ := net.SplitHostPort(opt.InitAddress[0])
-			opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-		}
-		opt.TLSConfig.RootCAs = cfg.TLSRoots
-		opt.TLSConfig.InsecureSkipVerify = opt.TLSConfig.InsecureSkipVerify || cfg.TLSInsecure
-	}
-	return opt, nil
-}
-
-// addrOptions reads a host:port or a redis:// / rediss:// URL.
-func addrOptions(addr string) (rueidis.ClientOption, error) {
-	if strings.Contains(addr, "://") {
-		opt, err := rueidis.ParseURL(addr)
-		if err != nil {
-			// Not the parser's message: it quotes the URL, password and all.
-			return opt, fmt.Errorf("invalid Redis URL %q (a password with / # %% ? or @ must be percent-encoded)", Redacted(addr))
-		}
-		return opt, nil
-	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return rueidis.ClientOption{}, fmt.Errorf("invalid Redis address %q: want host:port or redis://host:port", addr)
-	}
-	return rueidis.ClientOption{InitAddress: []string{addr}}, nil
-}
-
 // Ping checks that Redis answers.
 func (c *Client) Ping(ctx context.Context) error {
-	return c.rc.Do(ctx, c.rc.B().Ping().Build()).Error()
+	rc, err := c.client()
+	if err != nil {
+		return err
+	}
+	return rc.Do(ctx, rc.B().Ping().Build()).Error()
 }
 
 // Fetch gets key and calls done with the result, on a worker goroutine; or,
@@ -366,12 +333,16 @@ func (c *Client) Stats() Stats {
 // Close finishes the queued fetches, stops the workers and the tracker, and
 // closes the connections. A Fetch after Close fails with ErrClosed.
 func (c *Client) Close() {
+	close(c.quit)
+	c.dialling.Wait()
 	c.jobs.close()
 	c.workers.Wait()
 	if c.tracker != nil {
 		c.tracker.stop()
 	}
-	c.rc.Close()
+	if rc, _ := c.client(); rc != nil {
+		rc.Close()
+	}
 }
 
 // maxBatch bounds the GETs of one job, and of one worker's pipeline: past
@@ -478,10 +449,16 @@ func (c *Client) get(flights []*flight, deadlines []time.Time) []Result {
 	if len(send) == 0 {
 		return results
 	}
-	if r := c.refused.Load(); r != nil && now.UnixNano() < r.until {
+	rc, err := c.client()
+	if err != nil {
+		c.setDown(true, err)
+	} else if r := c.refused.Load(); r != nil && now.UnixNano() < r.until {
+		err = r.err
+	}
+	if err != nil {
 		c.errors.Add(uint64(len(send)))
 		for _, i := range send {
-			results[i].Err = r.err
+			results[i].Err = err
 		}
 		return results
 	}
@@ -494,13 +471,13 @@ func (c *Client) get(flights []*flight, deadlines []time.Time) []Result {
 	}
 	cmds := make(rueidis.Commands, 0, per*len(send))
 	for _, i := range send {
-		cmds = append(cmds, c.rc.B().Get().Key(flights[i].key).Build())
+		cmds = append(cmds, rc.B().Get().Key(flights[i].key).Build())
 		if c.fetchTTL {
-			cmds = append(cmds, c.rc.B().Pttl().Key(flights[i].key).Build())
+			cmds = append(cmds, rc.B().Pttl().Key(flights[i].key).Build())
 		}
 	}
 	sent := time.Now()
-	replies := c.rc.DoMulti(ctx, cmds...)
+	replies := rc.DoMulti(ctx, cmds...)
 	c.latency.observe(time.Since(sent), len(send))
 	for n, i := range send {
 		results[i] = c.result(replies[per*n])

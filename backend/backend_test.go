@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -735,4 +736,86 @@ func trackingOn(t *testing.T, c *Client) {
 			t.Fatalf("tracking %s, want on", c.TrackingState())
 		}
 	}
+}
+
+// What Config's address and mode make of the client: the mode dial settles
+// on, and whether rueidis is told to make a single server's client.
+func TestModes(t *testing.T) {
+	for _, tc := range []struct {
+		cfg    Config
+		mode   string // "" when refused
+		single bool
+	}{
+		{Config{Addr: "a:1"}, ModeAuto, true},
+		{Config{Addr: "a:1", Mode: ModeStandalone}, ModeStandalone, true},
+		{Config{Addr: "a:1", Mode: ModeCluster}, ModeCluster, false},
+		{Config{Addr: "a:1, b:2"}, ModeCluster, false},
+		{Config{Addr: "a:1,b:2", Mode: ModeStandalone}, "", false},
+		{Config{Addr: "a:1,b:2", SentinelMaster: "m"}, ModeSentinel, false},
+		{Config{Addr: "a:1", Mode: ModeSentinel, SentinelMaster: "m"}, ModeSentinel, false},
+		{Config{Addr: "redis://a:1?master_set=m"}, ModeSentinel, false},
+		{Config{Addr: "a:1", Mode: ModeSentinel}, "", false},
+		{Config{Addr: "a:1", Mode: ModeCluster, SentinelMaster: "m"}, "", false},
+		{Config{Addr: "a:1", Mode: "Cluster"}, "", false},
+		{Config{Addr: "a:1,nohostport"}, "", false},
+	} {
+		opt, mode, err := clientOptions(tc.cfg)
+		if mode != tc.mode || (err == nil) != (tc.mode != "") || err == nil && opt.ForceSingleClient != tc.single {
+			t.Errorf("%+v: mode %q, single client %v, error %v; want %q, %v", tc.cfg, mode, opt.ForceSingleClient, err, tc.mode, tc.single)
+		}
+	}
+	// Each node is verified under the name it is dialled by, not the URL's
+	// host: a cluster's other nodes and a sentinel's primary have their own.
+	opt, _, _ := clientOptions(Config{Addr: "rediss://a:1", SentinelMaster: "m"})
+	if opt.TLSConfig == nil || opt.TLSConfig.ServerName != "" || opt.Sentinel.TLSConfig != opt.TLSConfig {
+		t.Errorf("rediss:// with a sentinel master: TLS %+v, sentinels' %+v", opt.TLSConfig, opt.Sentinel.TLSConfig)
+	}
+}
+
+// A client made while Redis is down in auto mode, which must ask Redis what
+// it is: misses fail at once with the dial's cause, the client is made in
+// the background once Redis answers, and tracking follows. Closing a client
+// still connecting stops its retries (goleak checks).
+func TestConnectsOnceRedisIsUp(t *testing.T) {
+	port := redistest.FreePort(t)
+	invalidated := make(chan []string, 10)
+	c := newClientWith(t, Config{Addr: fmt.Sprint("127.0.0.1:", port), Timeout: time.Second, MaxParallel: 2, QueueLen: 8,
+		Tracking: &Tracking{OnInvalidate: func(keys []string) { invalidated <- keys }, OnFlush: func() {}, OnResync: func() {},
+			OnUnsupported: func(err error) { t.Errorf("tracking unsupported: %v", err) }}})
+	var unavailable *UnavailableError
+	if r := fetch(t, c, "k"); !errors.As(r.Err, &unavailable) || !strings.Contains(r.Err.Error(), "connection refused") {
+		t.Fatalf("with Redis down: %+v", r)
+	}
+	if c.Mode() != ModeAuto || c.TrackingState() != "reconnecting" || c.Ping(context.Background()) == nil {
+		t.Fatalf("with Redis down: mode %s, tracking %s", c.Mode(), c.TrackingState())
+	}
+	redis := redistest.StartWith(t, redistest.Options{Port: port})
+	redis.Do("SET", "k", "v")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if r := fetch(t, c, "k"); r.Found && string(r.Value) == "v" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not connected 10 s after Redis came up")
+		}
+	}
+	if c.Mode() != ModeStandalone {
+		t.Fatalf("mode %s once connected to a single server", c.Mode())
+	}
+	trackingOn(t, c)
+	redis.Do("SET", "k", "v2")
+	select {
+	case keys := <-invalidated:
+		if !slices.Contains(keys, "k") {
+			t.Fatalf("invalidated %v", keys)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no invalidation of k")
+	}
+
+	still, err := New(Config{Addr: fmt.Sprint("127.0.0.1:", redistest.FreePort(t)), Timeout: time.Second, MaxParallel: 1, QueueLen: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	still.Close() // while connect waits to try again
 }

@@ -162,6 +162,7 @@ func (s *Server) info(asked [][]byte) string {
 				status = "down"
 			}
 			field("backend_status", status)
+			field("backend_mode", s.backend.Mode())
 			field("invalidation", s.backend.TrackingState())
 			field("backend_fetches", bs.Fetches)
 			field("backend_coalesced", bs.Coalesced)

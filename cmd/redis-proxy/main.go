@@ -38,6 +38,8 @@ type config struct {
 	listen            string
 	redis             string
 	redisUser         string
+	redisMode         string
+	sentinelMaster    string
 	redisPasswordFile string
 	redisPassword     string // read from redisPasswordFile by validate
 	redisTLSCA        string
@@ -110,7 +112,9 @@ func parseConfig(args []string, getenv func(string) string, usage io.Writer) (co
 	fs := flag.NewFlagSet("redis-proxy", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.listen, "listen", "127.0.0.1:6380", "`host:port` serving both HTTP and RESP")
-	fs.StringVar(&c.redis, "redis", "127.0.0.1:6379", "backing Redis: `host:port` or redis://[user:pass@]host:port[/db] (rediss:// for TLS)")
+	fs.StringVar(&c.redis, "redis", "127.0.0.1:6379", "backing Redis: `host:port`, several (a cluster's seed nodes, or the sentinels: host:port,host:port), or redis://[user:pass@]host:port[/db] (rediss:// for TLS)")
+	fs.StringVar(&c.redisMode, "redis-mode", backend.ModeAuto, "what --redis names: auto (sentinel with --sentinel-master, else a cluster if the first node reached is in one, else one server), standalone, cluster or sentinel")
+	fs.StringVar(&c.sentinelMaster, "sentinel-master", "", "`name` of the primary the sentinels --redis lists watch (Sentinel mode)")
 	fs.StringVar(&c.redisUser, "redis-user", "", "ACL `user` to authenticate to Redis as (empty: the default user; not with a user in the --redis URL too)")
 	fs.StringVar(&c.redisPasswordFile, "redis-password-file", "", "`file` holding the password for Redis, less one trailing newline (not with a password in the --redis URL too); never logged")
 	fs.StringVar(&c.redisTLSCA, "redis-tls-ca", "", "PEM `file` of the authorities Redis's certificate is verified against (empty: the system's); turns TLS on, with host:port too")
@@ -217,6 +221,18 @@ func (c *config) validate() error {
 	if err := c.readRedisFiles(); err != nil {
 		return err
 	}
+	switch c.redisMode {
+	case backend.ModeAuto, backend.ModeStandalone, backend.ModeCluster, backend.ModeSentinel:
+	default:
+		return usageError{fmt.Sprintf("--redis-mode: must be auto, standalone, cluster or sentinel, got %q", c.redisMode)}
+	}
+	if c.sentinelMaster != "" && c.redisMode != backend.ModeAuto && c.redisMode != backend.ModeSentinel {
+		return usageError{"--sentinel-master: the primary's name is for --redis-mode sentinel, not " + c.redisMode}
+	}
+	if u, err := url.Parse(c.redis); c.redisMode == backend.ModeSentinel && c.sentinelMaster == "" &&
+		(err != nil || !u.Query().Has("master_set")) {
+		return usageError{"--redis-mode sentinel: --sentinel-master must name the primary the sentinels watch"}
+	}
 	if strings.TrimSpace(c.requirePass) != c.requirePass {
 		return usageError{"--require-pass: must not begin or end with white space (HTTP drops it from the Authorization header)"}
 	}
@@ -258,19 +274,25 @@ func checkPort(port string) error {
 	return err
 }
 
-// checkRedis checks the port of --redis, in either form; the rest of the
+// checkRedis checks the ports of --redis, in any form; the rest of the
 // address (and the URL) is for the backend to judge.
 func checkRedis(addr string) error {
-	port := ""
+	var ports []string
 	if strings.Contains(addr, "://") {
 		if u, err := url.Parse(addr); err == nil {
-			port = u.Port()
+			ports = append(ports, u.Port())
 		}
-	} else if _, p, err := net.SplitHostPort(addr); err == nil {
-		port = p
+	} else {
+		for _, a := range strings.Split(addr, ",") {
+			if _, p, err := net.SplitHostPort(strings.TrimSpace(a)); err == nil {
+				ports = append(ports, p)
+			}
+		}
 	}
-	if port != "" && checkPort(port) != nil {
-		return usageError{fmt.Sprintf("--redis: the port must be 1 to 65535, got %q in %q", port, backend.Redacted(addr))}
+	for _, port := range ports {
+		if port != "" && checkPort(port) != nil {
+			return usageError{fmt.Sprintf("--redis: the port must be 1 to 65535, got %q in %q", port, backend.Redacted(addr))}
+		}
 	}
 	return nil
 }
@@ -556,18 +578,20 @@ func run(cfg config) error {
 		}
 	}
 	be, err := backend.New(backend.Config{
-		Addr:        cfg.redis,
-		User:        cfg.redisUser,
-		Password:    cfg.redisPassword,
-		TLSRoots:    cfg.redisTLSRoots,
-		TLSInsecure: cfg.redisTLSInsecure,
-		Timeout:     cfg.backendTimeout,
-		MaxParallel: cfg.maxParallel,
-		QueueLen:    min(1024*cfg.maxParallel, 1<<20),
-		Versions:    cache,
-		OnResult:    server.CacheFill(cache),
-		Tracking:    tracking,
-		FetchTTL:    cfg.respectTTL,
+		Addr:           cfg.redis,
+		Mode:           cfg.redisMode,
+		SentinelMaster: cfg.sentinelMaster,
+		User:           cfg.redisUser,
+		Password:       cfg.redisPassword,
+		TLSRoots:       cfg.redisTLSRoots,
+		TLSInsecure:    cfg.redisTLSInsecure,
+		Timeout:        cfg.backendTimeout,
+		MaxParallel:    cfg.maxParallel,
+		QueueLen:       min(1024*cfg.maxParallel, 1<<20),
+		Versions:       cache,
+		OnResult:       server.CacheFill(cache),
+		Tracking:       tracking,
+		FetchTTL:       cfg.respectTTL,
 		OnReachable: func(up bool, err error) {
 			if up {
 				log.Info("Redis answers again", "redis", backend.Redacted(cfg.redis))

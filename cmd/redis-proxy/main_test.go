@@ -25,7 +25,7 @@ func TestDefaults(t *testing.T) {
 	want := config{listen: "127.0.0.1:6380", redis: "127.0.0.1:6379", capacity: 100000, ttl: 10 * time.Second,
 		maxClients: 10000, maxParallel: 256, loops: 0, backendTimeout: time.Second, shutdownTimeout: 5 * time.Second,
 		tcpKeepAlive: 300 * time.Second, pinCPUs: true, logLevel: "info", pprof: false, protectedMode: true, invalidation: true, respectTTL: true,
-		adminListen: "127.0.0.1:9380", logFormat: "text"}
+		adminListen: "127.0.0.1:9380", logFormat: "text", redisMode: "auto"}
 	if c != want {
 		t.Fatalf("got %+v\nwant %+v", c, want)
 	}
@@ -116,6 +116,8 @@ func TestFlagRanges(t *testing.T) {
 		"listen":                func(c config) any { return c.listen },
 		"redis":                 func(c config) any { return c.redis },
 		"redis-user":            func(c config) any { return c.redisUser },
+		"redis-mode":            func(c config) any { return c.redisMode },
+		"sentinel-master":       func(c config) any { return c.sentinelMaster },
 		"redis-password-file":   func(c config) any { return c.redisPassword },
 		"redis-tls-ca":          func(c config) any { return c.redisTLSRoots != nil },
 		"redis-tls-insecure":    func(c config) any { return c.redisTLSInsecure },
@@ -165,6 +167,12 @@ func TestFlagRanges(t *testing.T) {
 		{"redis", "redis://u:s3cret@h:99999", nil, `--redis: the port must be 1 to 65535, got "99999" in "redis://u:xxxxx@h:99999"`},
 		{"redis", "h:65536", nil, `--redis: the port must be 1 to 65535, got "65536" in "h:65536"`},
 		{"redis", "redis://h:0/0", nil, "--redis: the port must be 1 to 65535"},
+		{"redis", "a:7000,b:7001, c:7002", "a:7000,b:7001, c:7002", ""},
+		{"redis", "a:7000,b:70010", nil, `--redis: the port must be 1 to 65535, got "70010" in "a:7000,b:70010"`},
+		{"redis-mode", "cluster", "cluster", ""},
+		{"redis-mode", "sentinel", nil, "--redis-mode sentinel: --sentinel-master must name the primary"},
+		{"redis-mode", "Cluster", nil, `--redis-mode: must be auto, standalone, cluster or sentinel, got "Cluster"`},
+		{"sentinel-master", "mymaster", "mymaster", ""},
 
 		{"redis-user", "proxy", "proxy", ""},
 		{"redis-password-file", pwFile, "s3cret", ""},

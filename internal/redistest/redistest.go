@@ -12,6 +12,7 @@ package redistest
 
 import (
 	"bufio"
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -48,6 +49,8 @@ type Options struct {
 	// --bind here replaces 127.0.0.1), such as
 	// {"--user", "proxy", "on", ">pw", "~*", "+get"}.
 	Config []string
+	// Port, if set, is the port to listen on, rather than a free one.
+	Port int
 }
 
 // Start starts a plain redis-server for t and stops it when t ends.
@@ -62,7 +65,7 @@ func StartWith(t testing.TB, opts Options) *Server {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server is not on PATH: run `make deps` (apt-get install redis-server)")
 	}
-	port := FreePort(t)
+	port := cmp.Or(opts.Port, FreePort(t))
 	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), Port: port, t: t, dir: t.TempDir()}
 	ports := []string{"--port", strconv.Itoa(port)}
 	if opts.TLS {
@@ -146,6 +149,15 @@ func (s *Server) Do(args ...any) resp.Value {
 }
 
 func (s *Server) try(args ...any) (resp.Value, error) {
+	vs, err := s.pipeline(args)
+	if err != nil {
+		return resp.Value{}, err
+	}
+	return vs[0], nil
+}
+
+// pipeline sends commands over one fresh connection and returns their replies.
+func (s *Server) pipeline(cmds ...[]any) ([]resp.Value, error) {
 	dialer := &net.Dialer{Timeout: time.Second}
 	var c net.Conn
 	var err error
@@ -155,20 +167,25 @@ func (s *Server) try(args ...any) (resp.Value, error) {
 		c, err = dialer.Dial("tcp", s.Addr)
 	}
 	if err != nil {
-		return resp.Value{}, err
+		return nil, err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	w := bufio.NewWriter(c)
-	if err := resp.NewWriter(w).WriteMultiBulk(args[0].(string), args[1:]...); err != nil {
-		return resp.Value{}, err
+	for _, args := range cmds {
+		if err := resp.NewWriter(w).WriteMultiBulk(args[0].(string), args[1:]...); err != nil {
+			return nil, err
+		}
 	}
 	if err := w.Flush(); err != nil {
-		return resp.Value{}, err
+		return nil, err
 	}
-	v, _, err := resp.NewReader(c).ReadValue()
-	if err != nil {
-		return resp.Value{}, fmt.Errorf("reading reply: %w", err)
+	r := resp.NewReader(c)
+	vs := make([]resp.Value, len(cmds))
+	for i := range vs {
+		if vs[i], _, err = r.ReadValue(); err != nil {
+			return nil, fmt.Errorf("reading reply: %w", err)
+		}
 	}
-	return v, nil
+	return vs, nil
 }

@@ -1,0 +1,224 @@
+// The proxy in front of a Redis Cluster and of a primary found through
+// Sentinel: reads across slots, invalidation from every node, and reads
+// that stay right while the cluster reshards or Sentinel fails over.
+
+package systemtest
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis-proxy/redis-proxy/internal/redistest"
+)
+
+// faultKeys are the keys faultLoad reads ("hot:N", "cold:N") with their
+// values, as pairs.
+func faultKeys() []string {
+	var kv []string
+	for i := range 50 {
+		kv = append(kv, fmt.Sprint("hot:", i), fmt.Sprint("value-of-hot:", i))
+	}
+	for i := range 20000 {
+		kv = append(kv, fmt.Sprint("cold:", i), fmt.Sprint("value-of-cold:", i))
+	}
+	return kv
+}
+
+// checkLoad fails the test if the load got a wrong value, no answer, or an
+// error for a key it had cached; errors on misses are allowed up to
+// missErrors.
+func checkLoad(t *testing.T, load *faultLoad, missErrors int64) {
+	t.Helper()
+	t.Logf("answered %d (hits %d), misses refused %d (unavailable %d, timed out %d), wrong %d, hung %d, hits refused %d",
+		load.answered.Load(), load.hits.Load(), load.errored.Load(), load.unavailable.Load(), load.timedOut.Load(),
+		load.wrong.Load(), load.hung.Load(), load.hitErrors.Load())
+	switch {
+	case load.wrong.Load() != 0:
+		t.Fatalf("%d wrong answers, first: %v", load.wrong.Load(), load.firstWrong.Load())
+	case load.hung.Load() != 0:
+		t.Fatalf("%d requests got no answer", load.hung.Load())
+	case load.hitErrors.Load() != 0:
+		t.Fatalf("%d reads of cached keys were refused", load.hitErrors.Load())
+	case load.errored.Load() > missErrors:
+		t.Fatalf("%d misses refused, want at most %d", load.errored.Load(), missErrors)
+	case load.hits.Load() == 0 || load.missesOK.Load() == 0:
+		t.Fatal("the load had no hits or no misses served")
+	}
+}
+
+// runLoad starts faultLoad's clients against addr; the function it returns
+// stops them and waits until they are gone.
+func runLoad(t *testing.T, addr string, load *faultLoad) (stop func()) {
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	var once sync.Once
+	load.run(t, addr, 4, 5*time.Second, quit, &wg)
+	stop = func() { once.Do(func() { close(quit); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+// A 3-primary cluster: the proxy finds it from one seed it can reach (the
+// other seed is down), reads keys of every node, one MGET across all slots
+// answers in order, a write on any node is invalidated, and a resharding
+// under load never gives a wrong answer nor refuses a read.
+func TestClusterBackend(t *testing.T) {
+	cluster := redistest.StartCluster(t, 3)
+	cluster.Set(faultKeys()...)
+	down := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
+	p := startProxy(t, down+","+cluster.Nodes[1].Addr, "--ttl", "1h", "--capacity", "1000000")
+	if got := proxyInfo(t, p.addr, "backend_mode"); got != "cluster" {
+		t.Fatalf("backend_mode %q, want cluster", got)
+	}
+	if got := proxyInfo(t, p.addr, "invalidation"); got != "on" {
+		t.Fatalf("invalidation %q, want on (tracking on every node)", got)
+	}
+	rc := dialRESP(t, p.addr)
+
+	// The hot keys live on every node; one MGET reads them all, with a
+	// missing key among them, in order; then each alone.
+	byNode := map[string][]string{}
+	mget := []string{"MGET"}
+	for i := range 50 {
+		key := fmt.Sprint("hot:", i)
+		owner := cluster.Owner(key).Addr
+		byNode[owner] = append(byNode[owner], key)
+		mget = append(mget, key)
+		if i == 25 {
+			mget = append(mget, "missing")
+		}
+	}
+	if len(byNode) != len(cluster.Nodes) {
+		t.Fatalf("the hot keys are on %d nodes, want all %d", len(byNode), len(cluster.Nodes))
+	}
+	for round := range 2 { // fetched, then cached
+		answers := rc.do(mget...).Array()
+		if len(answers) != len(mget)-1 {
+			t.Fatalf("MGET of %d keys: %d answers", len(mget)-1, len(answers))
+		}
+		for i, key := range mget[1:] {
+			want := "value-of-" + key
+			if key == "missing" {
+				want = "(nil)"
+			}
+			if got := show(answers[i]); got != want {
+				t.Fatalf("round %d: MGET answer %d (%s): %q, want %q", round, i, key, got, want)
+			}
+		}
+	}
+	for _, keys := range byNode {
+		if got := respGet(rc, keys[0]); got != "value-of-"+keys[0] {
+			t.Fatalf("GET %s: %q", keys[0], got)
+		}
+	}
+	// A write on each node reaches the cache (TTL 1h: only an invalidation can).
+	for node, keys := range byNode {
+		servesWithin(t, rc, keys[0], "new-"+node, cluster.Do, "SET", keys[0], "new-"+node)
+		cluster.Do("SET", keys[0], "value-of-"+keys[0])
+		servesWithin(t, rc, keys[0], "value-of-"+keys[0], cluster.Do, "GET", keys[0])
+	}
+
+	// Reshard a third of the first node's slots to the second, under load.
+	var load faultLoad
+	stop := runLoad(t, p.addr, &load)
+	eventually(t, "the load served", func() string {
+		if load.hits.Load() < 100 || load.missesOK.Load() < 100 {
+			return "not yet"
+		}
+		return ""
+	})
+	from, to := cluster.Nodes[0], cluster.Nodes[1]
+	moved := byNode[from.Addr] // those in the slots that move
+	cluster.Reshard(from, to, 2000)
+	hits := load.hits.Load()
+	eventually(t, "the load served after the resharding", func() string {
+		if load.hits.Load() < hits+100 {
+			return "not yet"
+		}
+		return ""
+	})
+	stop()
+	checkLoad(t, &load, 0)
+
+	// Keys that moved are invalidated by their new node.
+	movedOnes := 0
+	for _, key := range moved {
+		if cluster.Owner(key) == to {
+			movedOnes++
+			servesWithin(t, rc, key, "after-move", cluster.Do, "SET", key, "after-move")
+		}
+	}
+	if movedOnes == 0 {
+		t.Fatalf("none of %d keys of %s moved to %s", len(moved), from.Addr, to.Addr)
+	}
+	t.Logf("%d hot keys moved with the resharding, each invalidated by its new node", movedOnes)
+}
+
+// Sentinel: the proxy reads from the primary the sentinel names; a failover
+// under load gives no wrong answer and no refused hit; afterwards the proxy
+// follows the new primary (the old one killed, misses and invalidations
+// still work).
+func TestSentinelBackend(t *testing.T) {
+	s := redistest.StartSentinel(t)
+	kv := faultKeys()
+	for i := 0; i < len(kv); i += 2000 {
+		s.Primary.Do(append([]any{"MSET"}, anys(kv[i:min(i+2000, len(kv))])...)...)
+	}
+	p := startProxy(t, s.Sentinel.Addr, "--sentinel-master", s.Master, "--ttl", "1h", "--capacity", "1000000")
+	if got := proxyInfo(t, p.addr, "backend_mode"); got != "sentinel" {
+		t.Fatalf("backend_mode %q, want sentinel", got)
+	}
+	rc := dialRESP(t, p.addr)
+	if got := respGet(rc, "hot:1"); got != "value-of-hot:1" {
+		t.Fatalf("GET hot:1: %q", got)
+	}
+	servesWithin(t, rc, "hot:1", "v2", s.Primary.Do, "SET", "hot:1", "v2")
+	s.Primary.Do("SET", "hot:1", "value-of-hot:1")
+
+	var load faultLoad
+	stop := runLoad(t, p.addr, &load)
+	eventually(t, "the load served", func() string {
+		if load.hits.Load() < 100 || load.missesOK.Load() < 100 {
+			return "not yet"
+		}
+		return ""
+	})
+	old := s.Primary
+	s.Failover()
+	old.Stop() // from now on only the new primary can answer
+	failedOver := time.Now()
+	eventually(t, "misses served by the new primary", func() string {
+		if load.lastMissOK.Load() <= failedOver.UnixNano() {
+			return "not yet"
+		}
+		return ""
+	})
+	stop()
+	// Misses may fail while the proxy moves to the new primary; hits may not.
+	checkLoad(t, &load, load.errored.Load())
+
+	eventually(t, "tracking on the new primary", func() string {
+		if got := proxyInfo(t, p.addr, "invalidation"); got != "on" {
+			return got
+		}
+		return ""
+	})
+	s.Primary.Do("SET", "after-failover", "new")
+	if got := respGet(rc, "after-failover"); got != "new" {
+		t.Fatalf("GET of a key written after the failover: %q", got)
+	}
+	servesWithin(t, rc, "after-failover", "newer", s.Primary.Do, "SET", "after-failover", "newer")
+	if got := proxyInfo(t, p.addr, "backend_status"); got != "up" {
+		t.Fatalf("backend_status %q after the failover, want up", got)
+	}
+}
+
+func anys(ss []string) []any {
+	a := make([]any, len(ss))
+	for i, s := range ss {
+		a[i] = s
+	}
+	return a
+}
