@@ -152,6 +152,7 @@ func main() {
 	// Event loops: 1..N, sharing the CPUs and on CPUs of their own.
 	rep.loops = loopsSweep(lb, redis, s)
 	rep.options = optionsCost(lb, redis, s)
+	rep.cluster = clusterCost(lb, redis, s)
 
 	// Coherence: staleness after a write, and the hit path under a write mix.
 	rep.staleness = staleness(redis, hit, s.writes)

@@ -47,6 +47,7 @@ type report struct {
 	ttlCost           []ttlCostRow
 	loops             []loopsRow
 	options           []optionsRow
+	cluster           []clusterRow
 	proxyFlags        map[string]string
 }
 
@@ -181,6 +182,7 @@ func (rep *report) markdown(svgRel string) string {
 
 	rep.loopsMarkdown(w)
 	rep.optionsMarkdown(w)
+	rep.clusterMarkdown(w)
 
 	w("\n### Coherence (invalidation)\n\nStaleness: %s: from the SET's reply in Redis to the first GET through the proxy that returns the new value, reads polling.\n\n", rep.staleness)
 	if len(rep.writeMix) > 0 {
