@@ -197,6 +197,10 @@ type Client struct {
 	errors      atomic.Uint64
 	coalesced   atomic.Uint64
 	down        atomic.Bool
+	lastDown    atomic.Int64 // when (Unix ns) a fetch last failed to reach Redis
+	lastUp      atomic.Int64 // when one last reached it, while down
+	upPending   atomic.Bool  // settleUp is due
+	closing     sync.Once
 	// refused is the refusal Redis last gave the proxy's credentials or
 	// commands (WRONGPASS, NOPERM...) and until when misses fail with it
 	// without asking again: each try is a dial, a TLS handshake and a
@@ -209,6 +213,10 @@ type cooldown struct {
 	err   *UnavailableError
 	until int64
 }
+
+// upAfter is how long fetches must reach Redis without a failure before it
+// counts as up again.
+const upAfter = time.Second
 
 // shutOutCooldown is how long a refusal of the proxy's credentials or
 // commands fails misses at once before the next GET tries again.
@@ -223,6 +231,11 @@ func New(cfg Config) (*Client, error) {
 	}
 	opt.Dialer.Timeout = cfg.Timeout
 	opt.Sentinel.Dialer.Timeout = cfg.Timeout
+	// Re-read the topology now and then, not only on a MOVED or a dropped
+	// connection: a failed replica leaves the slot map (and the tracker's
+	// nodes), a missed +switch-master is caught up with.
+	opt.ClusterOption.ShardsRefreshInterval = 10 * time.Second
+	opt.Sentinel.TopologyRefreshInterval = 5 * time.Second
 	opt.AlwaysPipelining = true
 	opt.DisableRetry = true
 	opt.DisableCache = true
@@ -331,8 +344,13 @@ func (c *Client) Stats() Stats {
 }
 
 // Close finishes the queued fetches, stops the workers and the tracker, and
-// closes the connections. A Fetch after Close fails with ErrClosed.
+// closes the connections. A Fetch after Close fails with ErrClosed; a second
+// Close does nothing.
 func (c *Client) Close() {
+	c.closing.Do(c.close)
+}
+
+func (c *Client) close() {
 	close(c.quit)
 	c.dialling.Wait()
 	c.jobs.close()
@@ -545,15 +563,42 @@ func (r refusal) Error() string { return string(r) }
 
 // setDown records whether Redis can be read from, and tells OnReachable
 // when that changes; under reachMu, so that the lines it logs come in the
-// order of the changes.
+// order of the changes. Redis is up again only once a fetch has reached it
+// and none has failed to for upAfter (settleUp): behind a cluster with one
+// node away, misses to the others succeed between those to it, which would
+// flap the state (and the log) many times a second.
 func (c *Client) setDown(down bool, err error) {
-	if c.down.Load() == down {
-		return // the common case, without the lock
+	switch {
+	case down:
+		c.lastDown.Store(time.Now().UnixNano())
+		if c.down.Load() {
+			return
+		}
+	case !c.down.Load():
+		return // the common case, without the lock or the clock
+	default:
+		now := time.Now().UnixNano()
+		c.lastUp.Store(now)
+		if wait := c.lastDown.Load() + int64(upAfter) - now; wait > 0 {
+			if !c.upPending.Swap(true) {
+				time.AfterFunc(time.Duration(wait), c.settleUp)
+			}
+			return
+		}
 	}
 	c.reachMu.Lock()
 	defer c.reachMu.Unlock()
 	if c.down.Swap(down) != down && c.onReachable != nil {
 		c.onReachable(!down, err)
+	}
+}
+
+// settleUp, upAfter past the last failure, counts Redis up if a fetch has
+// reached it since.
+func (c *Client) settleUp() {
+	c.upPending.Store(false)
+	if c.lastUp.Load() > c.lastDown.Load() {
+		c.setDown(false, nil)
 	}
 }
 

@@ -63,14 +63,15 @@ func (c *Client) Mode() string {
 	return ModeAuto
 }
 
-// nodes are the servers tracking must cover: every node of a cluster, the
-// primary Sentinel names, the one server; none before the client is made.
-func (c *Client) nodes() map[string]rueidis.Client {
+// nodes are the servers tracking must cover: every node of a cluster (of
+// which only the primaries, the bool says), the primary Sentinel names, the
+// one server; none before the client is made.
+func (c *Client) nodes() (map[string]rueidis.Client, bool) {
 	rc, _ := c.client()
 	if rc == nil {
-		return nil
+		return nil, false
 	}
-	return rc.Nodes()
+	return rc.Nodes(), rc.Mode() == rueidis.ClientModeCluster
 }
 
 // dial makes the rueidis client for mode, as clientOptions resolved it, and
@@ -84,12 +85,17 @@ func (c *Client) dial(opt rueidis.ClientOption, mode string) bool {
 	case err == nil && mode == ModeAuto:
 		rc, mode, err = settleAuto(rc, opt, c.timeout)
 	}
+	if err == nil && mode == ModeCluster && rc.Mode() != rueidis.ClientModeCluster {
+		// rueidis falls back to one server when the node it asked
+		// refuses CLUSTER SHARDS/SLOTS, which would answer MOVED for
+		// two slots in three.
+		err = fmt.Errorf("%s did not give its cluster's slots: not a cluster node, or the ACL user lacks +cluster|shards +cluster|slots", opt.InitAddress[0])
+	}
 	if err != nil {
 		if rc != nil {
 			rc.Close()
 		}
-		err = classify(err)
-		c.redis.Store(&connection{err: err})
+		c.redis.Store(&connection{err: unavailable(err)})
 		return false
 	}
 	c.mode.Store(&mode)
@@ -109,13 +115,28 @@ func settleAuto(rc rueidis.Client, opt rueidis.ClientOption, timeout time.Durati
 		return rc, ModeAuto, err
 	}
 	m := hello["mode"]
-	if mode, _ := m.ToString(); mode != ModeCluster {
+	switch mode, _ := m.ToString(); mode {
+	case ModeSentinel:
+		return rc, ModeAuto, fmt.Errorf("%s is a sentinel: give --sentinel-master, the name of the primary it watches", opt.InitAddress[0])
+	case ModeCluster:
+	default:
 		return rc, ModeStandalone, nil
 	}
 	rc.Close()
 	opt.ForceSingleClient = false
 	rc, err = rueidis.NewClient(opt)
 	return rc, ModeCluster, err
+}
+
+// unavailable is why the client could not be made, as the misses fail with
+// it: Redis unavailable, whatever the cause. An error reply is not the
+// answer about a key (a WRONGTYPE is), so --stale-if-error applies.
+func unavailable(err error) error {
+	err = classify(err)
+	if reply, isReply := err.(ReplyError); isReply {
+		return &UnavailableError{refusal(reply)}
+	}
+	return err
 }
 
 // connect tries dial again, backing off to once a second, until it succeeds

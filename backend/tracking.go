@@ -2,9 +2,8 @@
 // only a backstop.
 //
 // A tracker holds a dedicated RESP3 connection to every node writes can
-// reach (the one server; the primary Sentinel names; every node of a
-// cluster, replicas included, so that a promoted replica is covered before
-// it is promoted), on which it turns on CLIENT TRACKING in BCAST mode: Redis then pushes the name of every key
+// reach (the one server; the primary Sentinel names; every primary of a
+// cluster), on which it turns on CLIENT TRACKING in BCAST mode: Redis then pushes the name of every key
 // written (optionally only keys under the given prefixes) to this connection,
 // and the tracker hands each batch to OnInvalidate. BCAST rather than the
 // default mode because the proxy reads on other connections than the one
@@ -14,7 +13,12 @@
 //
 // Every second it compares the nodes it follows with the client's (a
 // failover, a node added): it starts following a new node and lets go of one
-// no longer there.
+// no longer there. rueidis lists a cluster's replicas too: a replica's
+// tracker asks ROLE each second and turns tracking on only once it is a
+// primary (and a primary's, likewise, turns it off once demoted), because a replica reports every replicated write a second time
+// and a full resync from its primary as a flush, which would empty the
+// cache. A node rueidis has replaced the connection to (same address) is
+// followed again on a fresh one.
 //
 // A null invalidation means FLUSHALL/FLUSHDB: everything goes (OnFlush).
 // rueidis also calls the hook with null when the connection drops; the
@@ -36,6 +40,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,7 +60,7 @@ type Tracking struct {
 
 type tracker struct {
 	Tracking
-	nodes       func() map[string]rueidis.Client // the nodes to track
+	nodes       func() (map[string]rueidis.Client, bool) // the nodes to track; whether only primaries
 	timeout     time.Duration
 	unsupported atomic.Bool // a node refused tracking
 	mu          sync.Mutex
@@ -66,16 +71,28 @@ type tracker struct {
 
 // nodeTracker keeps tracking on over a connection to one node.
 type nodeTracker struct {
-	addr   string
-	node   rueidis.Client
-	active atomic.Bool   // tracking is on right now
-	quit   chan struct{} // closed when the node is let go of
+	addr          string
+	node          rueidis.Client
+	primariesOnly bool          // a cluster's node: track it only while it is a primary
+	active        atomic.Bool   // tracking is on right now
+	replica       atomic.Bool   // the node said it is a cluster replica, last time it was asked
+	quit          chan struct{} // closed when the node is let go of
 }
+
+// How a tracking connection ended.
+type trackEnd int
+
+const (
+	trackRetry       trackEnd = iota // dropped or failed: try again after a backoff
+	trackUnsupported                 // Redis refused CLIENT TRACKING: give up
+	trackReplica                     // a cluster replica: ask again in a while
+	trackReplaced                    // rueidis closed the connection for a new one
+)
 
 // nodesCheck is how often the tracker compares its nodes with the client's.
 const nodesCheck = time.Second
 
-func startTracker(nodes func() map[string]rueidis.Client, cfg Tracking, timeout time.Duration) *tracker {
+func startTracker(nodes func() (map[string]rueidis.Client, bool), cfg Tracking, timeout time.Duration) *tracker {
 	t := &tracker{Tracking: cfg, nodes: nodes, timeout: timeout,
 		following: make(map[string]*nodeTracker), quit: make(chan struct{})}
 	t.done.Add(1)
@@ -95,7 +112,7 @@ func (t *tracker) run() {
 		t.follow(t.nodes())
 		select {
 		case <-t.quit:
-			t.follow(nil)
+			t.follow(nil, false)
 			return
 		case <-time.After(nodesCheck):
 		}
@@ -104,7 +121,7 @@ func (t *tracker) run() {
 
 // follow starts a nodeTracker for each node not followed yet and stops
 // those of nodes no longer there.
-func (t *tracker) follow(nodes map[string]rueidis.Client) {
+func (t *tracker) follow(nodes map[string]rueidis.Client, primariesOnly bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for addr, n := range t.following {
@@ -115,7 +132,7 @@ func (t *tracker) follow(nodes map[string]rueidis.Client) {
 	}
 	for addr, node := range nodes {
 		if _, ok := t.following[addr]; !ok {
-			n := &nodeTracker{addr: addr, node: node, quit: make(chan struct{})}
+			n := &nodeTracker{addr: addr, node: node, primariesOnly: primariesOnly, quit: make(chan struct{})}
 			t.following[addr] = n
 			t.done.Add(1)
 			go t.keep(n)
@@ -123,16 +140,28 @@ func (t *tracker) follow(nodes map[string]rueidis.Client) {
 	}
 }
 
-// on reports whether tracking is on at every node followed (and there is one).
+// on reports whether tracking is on at every node the client has now (and
+// there is one), bar those last known to be cluster replicas.
 func (t *tracker) on() bool {
+	nodes, _ := t.nodes()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, n := range t.following {
-		if !n.active.Load() {
+	for addr := range nodes {
+		if n, ok := t.following[addr]; !ok || !n.active.Load() && !n.replica.Load() {
 			return false
 		}
 	}
-	return len(t.following) > 0
+	return len(nodes) > 0
+}
+
+// forget stops following n, if it is still the tracker for its address, so
+// that the next look at the nodes follows the address afresh.
+func (t *tracker) forget(n *nodeTracker) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.following[n.addr] == n {
+		delete(t.following, n.addr)
+	}
 }
 
 // keep keeps a tracking connection to one node up, reconnecting with backoff.
@@ -141,17 +170,25 @@ func (t *tracker) keep(n *nodeTracker) {
 	backoff := 50 * time.Millisecond
 	for {
 		began := time.Now()
-		err, unsupported := t.track(n)
-		if unsupported {
+		end, err := t.track(n)
+		switch end {
+		case trackUnsupported:
 			if !t.unsupported.Swap(true) {
 				t.OnUnsupported(err)
 			}
 			return
+		case trackReplaced:
+			t.forget(n)
+			return
+		}
+		wait := backoff
+		if end == trackReplica {
+			wait = nodesCheck
 		}
 		select {
 		case <-n.quit:
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, time.Second)
 		// Tracking was up for a while until the drop: start quick again.
@@ -166,9 +203,23 @@ func (t *tracker) keep(n *nodeTracker) {
 // track turns tracking on over a dedicated connection and serves it until
 // the connection drops (or the tracker stops). It returns the error that
 // ended it, nil after a drop of a working connection.
-func (t *tracker) track(n *nodeTracker) (err error, unsupported bool) {
+func (t *tracker) track(n *nodeTracker) (end trackEnd, err error) {
 	dc, release := n.node.Dedicate()
-	defer release()
+	defer func() {
+		// Not back to the pool, which would first send CLIENT TRACKING OFF
+		// and wait for it, on a connection that may hang.
+		dc.Close()
+		release()
+	}()
+	if n.primariesOnly {
+		isReplica, err := replica(dc, t.timeout)
+		if err == nil {
+			n.replica.Store(isReplica)
+		}
+		if err != nil || isReplica {
+			return ended(err, isReplica), err
+		}
+	}
 	var errs <-chan error
 	var mu sync.Mutex // orders the hook's reads of errs after its assignment
 	mu.Lock()
@@ -178,9 +229,17 @@ func (t *tracker) track(n *nodeTracker) (err error, unsupported bool) {
 			ch := errs
 			mu.Unlock()
 			select {
-			case <-ch: // the connection dropped: run() will resync
+			case <-ch: // the connection dropped: keep() will resync
+			case <-n.quit:
 			default:
-				t.OnFlush() // FLUSHALL / FLUSHDB
+				if n.primariesOnly {
+					// A cluster primary demoted since tracking began
+					// flushes on a full resync from its new primary
+					// too: fetch each key again rather than drop all.
+					t.OnResync()
+				} else {
+					t.OnFlush() // FLUSHALL / FLUSHDB
+				}
 			}
 			return
 		}
@@ -201,27 +260,78 @@ func (t *tracker) track(n *nodeTracker) (err error, unsupported bool) {
 	}
 	err = dc.Do(ctx, dc.B().Arbitrary("CLIENT", "TRACKING").Args(args...).Build()).Error()
 	cancel()
-	if re, isReply := rueidis.IsRedisErr(err); isReply && !credentialsRefused(re.Error()) {
-		return err, true
+	if re, isReply := rueidis.IsRedisErr(err); isReply && trackingRefused(re.Error()) {
+		return trackUnsupported, err
 	}
 	if err != nil {
-		return err, false
+		return ended(err, false), err
 	}
 	// Invalidations may have been missed while there was no tracking.
 	t.OnResync()
 	n.active.Store(true)
 	defer n.active.Store(false)
-	select {
-	case err := <-errs:
-		if err == nil { // the invalidation hook took the error first
-			err = errors.New("tracking connection closed")
-		}
-		if t.OnDrop != nil {
-			t.OnDrop(fmt.Errorf("%s: %w", n.addr, err))
-		}
-	case <-n.quit:
+	var roleCheck <-chan time.Time // a cluster primary may be demoted
+	if n.primariesOnly {
+		tick := time.NewTicker(nodesCheck)
+		defer tick.Stop()
+		roleCheck = tick.C
 	}
-	return nil, false
+	for {
+		select {
+		case err := <-errs:
+			if err == nil { // the invalidation hook took the error first
+				err = errors.New("tracking connection closed")
+			}
+			if t.OnDrop != nil {
+				t.OnDrop(fmt.Errorf("%s: %w", n.addr, err))
+			}
+			return trackRetry, nil
+		case <-n.quit:
+			return trackRetry, nil
+		case <-roleCheck:
+			if isReplica, err := replica(dc, t.timeout); err == nil && isReplica {
+				n.replica.Store(true)
+				return trackReplica, nil
+			}
+		}
+	}
+}
+
+// replica asks a cluster node whether it is a replica. A user not allowed
+// ROLE gets it taken for a primary (tracked, as before replicas were told
+// apart).
+func replica(dc rueidis.DedicatedClient, timeout time.Duration) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	role, err := dc.Do(ctx, dc.B().Role().Build()).ToArray()
+	if _, isReply := rueidis.IsRedisErr(err); isReply {
+		return false, nil
+	}
+	if err != nil || len(role) == 0 {
+		return false, err
+	}
+	kind, _ := role[0].ToString()
+	return kind == "slave", nil
+}
+
+// ended says what a tracking attempt that did not get tracking on ends in.
+func ended(err error, isReplica bool) trackEnd {
+	switch {
+	case errors.Is(err, rueidis.ErrClosing):
+		return trackReplaced
+	case isReplica:
+		return trackReplica
+	}
+	return trackRetry
+}
+
+// trackingRefused reports whether Redis's reply to CLIENT TRACKING means it
+// will not track for the proxy: a Redis without it ("unknown subcommand",
+// before 6) or an ACL user not allowed it. Not a transient refusal (LOADING,
+// BUSY) nor a refusal of the credentials, which the ACL may lift: those are
+// tried again.
+func trackingRefused(reply string) bool {
+	return strings.HasPrefix(reply, "NOPERM") || strings.Contains(strings.ToLower(reply), "unknown")
 }
 
 // TrackingState says whether invalidation is working: "on", "off" (not

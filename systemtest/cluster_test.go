@@ -6,6 +6,8 @@ package systemtest
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -60,38 +62,68 @@ func runLoad(t *testing.T, addr string, load *faultLoad) (stop func()) {
 	return stop
 }
 
-// A 3-primary cluster: the proxy finds it from one seed it can reach (the
-// other seed is down), reads keys of every node, one MGET across all slots
-// answers in order, a write on any node is invalidated, and a resharding
-// under load never gives a wrong answer nor refuses a read.
+// A cluster of 3 primaries with a replica each: the proxy finds it from
+// one seed it can reach (a replica; the other seed is down), tracks the
+// primaries only, reads keys of every primary, one MGET across all slots
+// answers in order, a write on any primary is invalidated; a resharding and
+// then a failover under load never give a wrong answer nor refuse a read,
+// and afterwards writes on the moved slots and on the promoted replica are
+// invalidated.
 func TestClusterBackend(t *testing.T) {
-	cluster := redistest.StartCluster(t, 3)
+	cluster := redistest.StartCluster(t, 3, 1)
 	cluster.Set(faultKeys()...)
+	var primaries, replicas []*redistest.Server
+	for _, s := range cluster.Nodes {
+		if cluster.IsReplica(s) {
+			replicas = append(replicas, s)
+		} else {
+			primaries = append(primaries, s)
+		}
+	}
 	down := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
-	p := startProxy(t, down+","+cluster.Nodes[1].Addr, "--ttl", "1h", "--capacity", "1000000")
+	p := startProxy(t, down+","+replicas[0].Addr, "--ttl", "1h", "--capacity", "1000000", "--backend-timeout", "5s")
 	if got := proxyInfo(t, p.addr, "backend_mode"); got != "cluster" {
 		t.Fatalf("backend_mode %q, want cluster", got)
 	}
-	if got := proxyInfo(t, p.addr, "invalidation"); got != "on" {
-		t.Fatalf("invalidation %q, want on (tracking on every node)", got)
+	// trackedOnlyBy waits until the primaries, and only they, each hold one
+	// tracking connection: the proxy's.
+	trackedOnlyBy := func(primaries []*redistest.Server) {
+		t.Helper()
+		eventually(t, "tracking on every primary and no replica", func() string {
+			var counts []string
+			ok := true
+			for _, s := range cluster.Nodes {
+				got, want := trackingClients(s), 0
+				if slices.Contains(primaries, s) {
+					want = 1
+				}
+				ok = ok && got == want
+				counts = append(counts, fmt.Sprintf("%s: %d (want %d)", s.Addr, got, want))
+			}
+			if !ok || proxyInfo(t, p.addr, "invalidation") != "on" {
+				return strings.Join(counts, ", ")
+			}
+			return ""
+		})
 	}
+	trackedOnlyBy(primaries)
 	rc := dialRESP(t, p.addr)
 
-	// The hot keys live on every node; one MGET reads them all, with a
+	// The hot keys live on every primary; one MGET reads them all, with a
 	// missing key among them, in order; then each alone.
-	byNode := map[string][]string{}
+	byNode := map[*redistest.Server][]string{}
 	mget := []string{"MGET"}
 	for i := range 50 {
 		key := fmt.Sprint("hot:", i)
-		owner := cluster.Owner(key).Addr
+		owner := cluster.Owner(key)
 		byNode[owner] = append(byNode[owner], key)
 		mget = append(mget, key)
 		if i == 25 {
 			mget = append(mget, "missing")
 		}
 	}
-	if len(byNode) != len(cluster.Nodes) {
-		t.Fatalf("the hot keys are on %d nodes, want all %d", len(byNode), len(cluster.Nodes))
+	if len(byNode) != len(primaries) {
+		t.Fatalf("the hot keys are on %d primaries, want all %d", len(byNode), len(primaries))
 	}
 	for round := range 2 { // fetched, then cached
 		answers := rc.do(mget...).Array()
@@ -108,52 +140,61 @@ func TestClusterBackend(t *testing.T) {
 			}
 		}
 	}
+	// A write on each primary reaches the cache (TTL 1h: only an
+	// invalidation can), and is then written back.
 	for _, keys := range byNode {
-		if got := respGet(rc, keys[0]); got != "value-of-"+keys[0] {
-			t.Fatalf("GET %s: %q", keys[0], got)
-		}
-	}
-	// A write on each node reaches the cache (TTL 1h: only an invalidation can).
-	for node, keys := range byNode {
-		servesWithin(t, rc, keys[0], "new-"+node, cluster.Do, "SET", keys[0], "new-"+node)
-		cluster.Do("SET", keys[0], "value-of-"+keys[0])
-		servesWithin(t, rc, keys[0], "value-of-"+keys[0], cluster.Do, "GET", keys[0])
+		key := keys[0]
+		servesWithin(t, rc, key, "new", cluster.Do, "SET", key, "new")
+		servesWithin(t, rc, key, "value-of-"+key, cluster.Do, "SET", key, "value-of-"+key)
 	}
 
-	// Reshard a third of the first node's slots to the second, under load.
+	// Reshard 2,000 slots from one primary to another, under load.
 	var load faultLoad
 	stop := runLoad(t, p.addr, &load)
-	eventually(t, "the load served", func() string {
-		if load.hits.Load() < 100 || load.missesOK.Load() < 100 {
-			return "not yet"
-		}
-		return ""
-	})
-	from, to := cluster.Nodes[0], cluster.Nodes[1]
-	moved := byNode[from.Addr] // those in the slots that move
+	served := func(what string) {
+		t.Helper()
+		hits, misses := load.hits.Load(), load.missesOK.Load()
+		eventually(t, what, func() string {
+			if load.hits.Load() < hits+100 || load.missesOK.Load() < misses+100 {
+				return "not yet"
+			}
+			return ""
+		})
+	}
+	served("the load served")
+	from, to := primaries[0], primaries[1]
 	cluster.Reshard(from, to, 2000)
-	hits := load.hits.Load()
-	eventually(t, "the load served after the resharding", func() string {
-		if load.hits.Load() < hits+100 {
-			return "not yet"
+	served("the load served after the resharding")
+
+	// Fail over the primary that took the slots, under the same load.
+	var promoted *redistest.Server
+	for _, r := range replicas {
+		if strings.Contains(r.Do("INFO", "replication").String(), fmt.Sprintf("master_port:%d", to.Port)) {
+			promoted = r
 		}
-		return ""
-	})
+	}
+	cluster.Failover(promoted)
+	served("the load served after the failover")
 	stop()
 	checkLoad(t, &load, 0)
+	primaries[1] = promoted
+	trackedOnlyBy(primaries)
 
-	// Keys that moved are invalidated by their new node.
+	// Keys that moved are invalidated by their new primary, and that is
+	// the promoted replica now.
 	movedOnes := 0
-	for _, key := range moved {
-		if cluster.Owner(key) == to {
+	for _, key := range byNode[from] {
+		if cluster.Owner(key) == promoted {
 			movedOnes++
 			servesWithin(t, rc, key, "after-move", cluster.Do, "SET", key, "after-move")
 		}
 	}
 	if movedOnes == 0 {
-		t.Fatalf("none of %d keys of %s moved to %s", len(moved), from.Addr, to.Addr)
+		t.Fatalf("none of %d keys of %s moved to %s", len(byNode[from]), from.Addr, to.Addr)
 	}
-	t.Logf("%d hot keys moved with the resharding, each invalidated by its new node", movedOnes)
+	key := byNode[to][0]
+	servesWithin(t, rc, key, "after-failover", cluster.Do, "SET", key, "after-failover")
+	t.Logf("%d hot keys moved with the resharding, each invalidated by their new primary", movedOnes)
 }
 
 // Sentinel: the proxy reads from the primary the sentinel names; a failover
@@ -166,7 +207,7 @@ func TestSentinelBackend(t *testing.T) {
 	for i := 0; i < len(kv); i += 2000 {
 		s.Primary.Do(append([]any{"MSET"}, anys(kv[i:min(i+2000, len(kv))])...)...)
 	}
-	p := startProxy(t, s.Sentinel.Addr, "--sentinel-master", s.Master, "--ttl", "1h", "--capacity", "1000000")
+	p := startProxy(t, s.Sentinel.Addr, "--sentinel-master", s.Master, "--ttl", "1h", "--capacity", "1000000", "--backend-timeout", "5s")
 	if got := proxyInfo(t, p.addr, "backend_mode"); got != "sentinel" {
 		t.Fatalf("backend_mode %q, want sentinel", got)
 	}
@@ -175,7 +216,7 @@ func TestSentinelBackend(t *testing.T) {
 		t.Fatalf("GET hot:1: %q", got)
 	}
 	servesWithin(t, rc, "hot:1", "v2", s.Primary.Do, "SET", "hot:1", "v2")
-	s.Primary.Do("SET", "hot:1", "value-of-hot:1")
+	servesWithin(t, rc, "hot:1", "value-of-hot:1", s.Primary.Do, "SET", "hot:1", "value-of-hot:1")
 
 	var load faultLoad
 	stop := runLoad(t, p.addr, &load)
@@ -210,9 +251,12 @@ func TestSentinelBackend(t *testing.T) {
 		t.Fatalf("GET of a key written after the failover: %q", got)
 	}
 	servesWithin(t, rc, "after-failover", "newer", s.Primary.Do, "SET", "after-failover", "newer")
-	if got := proxyInfo(t, p.addr, "backend_status"); got != "up" {
-		t.Fatalf("backend_status %q after the failover, want up", got)
-	}
+	eventually(t, "backend_status up after the failover", func() string {
+		if got := proxyInfo(t, p.addr, "backend_status"); got != "up" {
+			return got
+		}
+		return ""
+	})
 }
 
 func anys(ss []string) []any {

@@ -21,30 +21,52 @@ import (
 	"github.com/tidwall/resp"
 )
 
-// Cluster is a Redis Cluster of primaries without replicas.
+// Cluster is a Redis Cluster of primaries, each with its replicas.
 type Cluster struct {
 	Nodes  []*Server
 	t      testing.TB
 	writer rueidis.Client // for Set, made on first use
 }
 
-// StartCluster starts primaries nodes (3 at least), joins them into a
-// cluster that serves every slot, and waits until each says it is ok.
-func StartCluster(t testing.TB, primaries int) *Cluster {
+// StartCluster starts primaries nodes (3 at least) and replicas replicas of
+// each, joins them into a cluster that serves every slot, and waits until
+// each node says it is ok and every replica has synced.
+func StartCluster(t testing.TB, primaries, replicas int) *Cluster {
 	t.Helper()
 	if _, err := exec.LookPath("redis-cli"); err != nil {
 		t.Fatal("redis-cli is not on PATH: run `make deps` (apt-get install redis-tools)")
 	}
 	c := &Cluster{t: t}
 	create := []string{"--cluster", "create"}
-	for range primaries {
+	for range primaries * (1 + replicas) {
 		s := StartWith(t, Options{Config: []string{"--cluster-enabled", "yes", "--cluster-node-timeout", "2000"}})
 		c.Nodes = append(c.Nodes, s)
 		create = append(create, s.Addr)
 	}
-	c.redisCLI(append(create, "--cluster-yes")...)
+	c.redisCLI(append(create, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")...)
 	c.awaitOK()
 	return c
+}
+
+// IsReplica reports whether s is a replica now.
+func (c *Cluster) IsReplica(s *Server) bool {
+	return strings.Contains(s.Do("INFO", "replication").String(), "role:slave")
+}
+
+// Failover has replica take over from its primary (CLUSTER FAILOVER: the
+// primary stops taking writes until the replica has them all) and waits
+// until every node agrees.
+func (c *Cluster) Failover(replica *Server) {
+	c.t.Helper()
+	replica.Do("CLUSTER", "FAILOVER")
+	deadline := time.Now().Add(20 * time.Second)
+	for c.IsReplica(replica) {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s still a replica 20s after CLUSTER FAILOVER", replica.Addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.awaitOK()
 }
 
 // redisCLI runs redis-cli with args and fails the test, with its output, if
@@ -56,15 +78,16 @@ func (c *Cluster) redisCLI(args ...string) {
 	}
 }
 
-// awaitOK waits until every node serves all 16384 slots' worth of cluster:
-// state ok, every slot assigned.
+// awaitOK waits until every node says the cluster is ok, with every slot
+// served, and every replica is in sync with its primary.
 func (c *Cluster) awaitOK() {
 	c.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for _, s := range c.Nodes {
 		for {
 			info := s.Do("CLUSTER", "INFO").String()
-			if strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_slots_ok:16384") {
+			if strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_slots_ok:16384") &&
+				(!c.IsReplica(s) || strings.Contains(s.Do("INFO", "replication").String(), "master_link_status:up")) {
 				break
 			}
 			if time.Now().After(deadline) {
