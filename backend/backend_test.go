@@ -475,7 +475,7 @@ func TestTracking(t *testing.T) {
 			<-ready
 			flushes <- "flush " + c.TrackingState()
 		},
-		OnResync: func() {
+		OnResync: func(string) {
 			<-ready
 			flushes <- "resync " + c.TrackingState()
 		},
@@ -632,7 +632,7 @@ func TestTLSAndACL(t *testing.T) {
 		cfg.Tracking = &Tracking{
 			OnInvalidate:  func(ks []string) { keys <- ks[0] },
 			OnFlush:       func() {},
-			OnResync:      func() {},
+			OnResync:      func(string) {},
 			OnUnsupported: func(err error) { t.Errorf("tracking unsupported: %v", err) },
 		}
 		cfg.OnReachable = func(up bool, err error) { reaches <- reach{up, err} }
@@ -780,7 +780,7 @@ func TestConnectsOnceRedisIsUp(t *testing.T) {
 	port := redistest.FreePort(t)
 	invalidated := make(chan []string, 10)
 	c := newClientWith(t, Config{Addr: fmt.Sprint("127.0.0.1:", port), Timeout: time.Second, MaxParallel: 2, QueueLen: 8,
-		Tracking: &Tracking{OnInvalidate: func(keys []string) { invalidated <- keys }, OnFlush: func() {}, OnResync: func() {},
+		Tracking: &Tracking{OnInvalidate: func(keys []string) { invalidated <- keys }, OnFlush: func() {}, OnResync: func(string) {},
 			OnUnsupported: func(err error) { t.Errorf("tracking unsupported: %v", err) }}})
 	var unavailable *UnavailableError
 	if r := fetch(t, c, "k"); !errors.As(r.Err, &unavailable) || !strings.Contains(r.Err.Error(), "connection refused") {

@@ -53,7 +53,7 @@ type Tracking struct {
 	Prefixes      []string            // BCAST prefixes; none: every key
 	OnInvalidate  func(keys []string) // these keys changed in Redis
 	OnFlush       func()              // everything was deleted (FLUSHALL, FLUSHDB)
-	OnResync      func()              // tracking is (back) on: invalidations may have been lost
+	OnResync      func(node string)   // tracking is (back) on at node: invalidations may have been lost
 	OnDrop        func(err error)     // if set: a working tracking connection dropped (tracking reconnects)
 	OnUnsupported func(err error)     // Redis refused CLIENT TRACKING
 }
@@ -236,7 +236,7 @@ func (t *tracker) track(n *nodeTracker) (end trackEnd, err error) {
 					// A cluster primary demoted since tracking began
 					// flushes on a full resync from its new primary
 					// too: fetch each key again rather than drop all.
-					t.OnResync()
+					t.OnResync(n.addr)
 				} else {
 					t.OnFlush() // FLUSHALL / FLUSHDB
 				}
@@ -267,7 +267,7 @@ func (t *tracker) track(n *nodeTracker) (end trackEnd, err error) {
 		return ended(err, false), err
 	}
 	// Invalidations may have been missed while there was no tracking.
-	t.OnResync()
+	t.OnResync(n.addr)
 	n.active.Store(true)
 	defer n.active.Store(false)
 	var roleCheck <-chan time.Time // a cluster primary may be demoted

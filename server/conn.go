@@ -758,7 +758,7 @@ func CacheTracking(cache *lru.Cache, prefixes []string, unsupported func(error))
 			}
 		},
 		OnFlush:       cache.Clear,
-		OnResync:      cache.Revalidate,
+		OnResync:      func(string) { cache.Revalidate() },
 		OnUnsupported: unsupported,
 	}
 }

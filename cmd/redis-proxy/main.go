@@ -569,9 +569,9 @@ func run(cfg config) error {
 			log.Warn("Redis refused CLIENT TRACKING; running on TTLs only", "err", err)
 		})
 		resync := tracking.OnResync
-		tracking.OnResync = func() {
-			log.Info("invalidation tracking on")
-			resync()
+		tracking.OnResync = func(node string) {
+			log.Info("invalidation tracking on", "node", node)
+			resync(node)
 		}
 		tracking.OnDrop = func(err error) {
 			log.Warn("invalidation tracking lost; reconnecting (keys cached meanwhile are revalidated)", "err", err)
@@ -645,7 +645,7 @@ func run(cfg config) error {
 	}
 	// The configuration, once it has proved good: a bad one is one line.
 	log.Info("started", "version", version(), "listen", cfg.listen, "redis", backend.Redacted(cfg.redis),
-		"redis_tls", be.TLS(), "redis_user", be.User(),
+		"redis_mode", be.Mode(), "redis_tls", be.TLS(), "redis_user", be.User(),
 		"admin", cfg.adminListen, "capacity", cfg.capacity, "max_memory", int64(cfg.maxMemory), "ttl", cfg.ttl.String(),
 		"loops", srv.Stats().Loops, "max_clients", cfg.maxClients, "invalidation", cfg.invalidation,
 		"rate_limit", cfg.rateLimit, "rate_limit_per_client", cfg.rateLimitClient,
