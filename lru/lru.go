@@ -5,7 +5,7 @@
 // How it works. Keys are spread over shards by xxhash; each shard has its own
 // mutex and everything that mutex guards, so readers of different keys rarely
 // meet and nothing is process-wide. A shard (shard.go) holds
-//   - its entries in one slice of 32-byte pointer-free structs, linked into an
+//   - its entries in one slice of 28-byte pointer-free structs, linked into an
 //     intrusive LRU list by uint32 indices inside the entries;
 //   - an open-addressing index from key hash to entry (index.go), 8 bytes a
 //     slot holding 32 bits of the hash, comparing full keys on a hash match;
@@ -33,7 +33,7 @@
 // the key, a short probe, list moves) plus O(log n) for the heap when an entry
 // leaves or changes deadline, plus copying the value. Memory per entry is the
 // key and value rounded up to their slab class (at most 1/8 more) plus about
-// 46 bytes: the entry (32), its index slot (8 bytes at up to 4/5 load: 10)
+// 42 bytes: the entry (28), its index slot (8 bytes at up to 4/5 load: 10)
 // and its heap slot (4).
 package lru
 
