@@ -6,15 +6,21 @@
 // (each 1/8 larger than the one before) up to 16 KiB, so a slot wastes at most
 // 1/8 of its size, and a small record (most cached values are small) at most
 // 3 bytes: at 8 bytes apart a record of 16+100 bytes took 120, 4 bytes a key
-// more than it needs. Slots are cut, bump-allocator style, from chunks; a freed slot goes onto its class's free list and is reused
-// by the next record of that class. Chunks are all 16 KiB, the largest class:
-// a shard's newest chunk is on average half unused, so chunks are kept small
-// (growing them would leave up to half of the newest, largest one unused). Records over 16 KiB get an allocation of
-// their own ("big"), tracked in a side slice.
+// more than it needs. Slots are cut, bump-allocator style, from chunks; a
+// freed slot goes onto its class's free list and is reused by the next record
+// of that class. A free list is threaded through the free slots themselves
+// (each holds the location of the next in its first 4 bytes; the smallest
+// slot is 4 bytes), so it costs nothing on the Go heap however many slots are
+// free, where a slice of locations per class cost 4 bytes a free slot and a
+// slice header per class and shard for the GC to scan, and grew by copying.
+// Chunks are all 16 KiB, the largest class: a shard's newest chunk is on
+// average half unused, so chunks are kept small (growing them would leave up
+// to half of the newest, largest one unused). Records over 16 KiB get an
+// allocation of their own ("big"), tracked in a side slice.
 //
 // The GC sees one pointer per chunk and one per big record, never one per
-// entry: chunks are []byte, and everything else (locations, free lists) is
-// uint32s. Chunks are cut from mapped slabs outside the Go heap (offheap.go);
+// entry: chunks are []byte, and everything else (locations, free list heads)
+// is uint32s. Chunks are cut from mapped slabs outside the Go heap (offheap.go);
 // big records stay on the heap, one allocation each.
 //
 // Fragmentation is bounded two ways. Inside a slot, by the class spacing
@@ -29,16 +35,24 @@
 package lru
 
 import (
+	"encoding/binary"
+	"fmt"
 	"math/bits"
 	"unsafe"
 )
 
 const (
 	chunkSize = 16 << 10
-	maxClass  = chunkSize           // larger records are "big"
-	offBits   = 12                  // a location is chunk<<offBits | offset/4
-	maxChunks = 1 << (32 - offBits) // 16 GiB of chunks per shard
+	maxClass  = chunkSize // larger records are "big"
+	offBits   = 12        // a location is chunk<<offBits | offset/4
+	// maxChunks is 16 GiB of chunks per shard: one fewer than locations can
+	// tell, so that no slot is at noSlot.
+	maxChunks = 1<<(32-offBits) - 1
 	bigClass  = 255
+	// numClasses is len(classSizes), which init checks: the length of a
+	// shard's array of free list heads.
+	numClasses = 88
+	noSlot     = ^uint32(0) // the end of a free list
 )
 
 // classSizes lists the slot size of each class; classOfUnits maps a record
@@ -56,6 +70,9 @@ func init() {
 			step = 1 << (bits.Len(uint(size)) - 4) // 8 classes per doubling
 		}
 		size += step
+	}
+	if len(classSizes) != numClasses {
+		panic(fmt.Sprintf("lru: %d size classes, numClasses says %d", len(classSizes), numClasses))
 	}
 	c := 0
 	for units := range classOfUnits {
@@ -93,16 +110,20 @@ type slab struct {
 type arena struct {
 	chunks   [][]byte // cut from slabs
 	slabs    []slab
-	slabLeft int // chunks of the last slab not yet handed out
-	used     int // bytes of the last chunk handed out
-	free     [][]uint32
+	slabLeft int                // chunks of the last slab not yet handed out
+	used     int                // bytes of the last chunk handed out
+	free     [numClasses]uint32 // each class's first free slot, or noSlot
 	big      []bigRecord
 	bigFree  []uint32
 	bytes    int64 // bytes held in chunks and big records
 }
 
 func newArena() arena {
-	return arena{free: make([][]uint32, len(classSizes))}
+	var a arena
+	for c := range a.free {
+		a.free[c] = noSlot
+	}
+	return a
 }
 
 // bigRecord is a record over maxClass bytes: allocated on its own (key and
@@ -140,9 +161,8 @@ func (a *arena) addBig(key, value []byte, keep bool) uint32 {
 // addresses (16 GiB).
 func (a *arena) alloc(n int) (loc uint32, class uint8, ok bool) {
 	class = classOf(n)
-	if k := len(a.free[class]); k > 0 {
-		loc = a.free[class][k-1]
-		a.free[class] = a.free[class][:k-1]
+	if loc = a.free[class]; loc != noSlot {
+		a.free[class] = binary.LittleEndian.Uint32(a.record(loc, 4))
 		return loc, class, true
 	}
 	size := classSizes[class]
@@ -196,7 +216,7 @@ func (a *arena) retireTail() {
 				c--
 			}
 		}
-		a.free[c] = append(a.free[c], last<<offBits|uint32(a.used/4))
+		a.pushFree(last<<offBits|uint32(a.used/4), c)
 		a.used += classSizes[c]
 	}
 }
@@ -209,7 +229,13 @@ func (a *arena) release(loc uint32, class uint8) {
 		a.bigFree = append(a.bigFree, loc)
 		return
 	}
-	a.free[class] = append(a.free[class], loc)
+	a.pushFree(loc, class)
+}
+
+// pushFree puts the slot at loc on its class's free list.
+func (a *arena) pushFree(loc uint32, class uint8) {
+	binary.LittleEndian.PutUint32(a.record(loc, 4), a.free[class])
+	a.free[class] = loc
 }
 
 // record returns the n bytes at loc, in a chunk (not a big record).
