@@ -41,6 +41,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -131,7 +132,13 @@ func newCache(cfg Config, nshards int) *Cache {
 		base := now()
 		c.clock = func() int64 { return int64(now().Sub(base)) }
 	}
+	// Every shard's changed slots, in one mapping, which goes when no shard
+	// can be reached any more: after the cleanup below, and after the last
+	// call that was under way in a shard (Changed reads them without a lock).
+	changed := makeSlice[atomic.Uint64](nshards * changedSlots)
+	runtime.AddCleanup(&c.shards[0], freeSlice[atomic.Uint64], changed)
 	for i := range c.shards {
+		c.shards[i].changed = changed[i*changedSlots : (i+1)*changedSlots : (i+1)*changedSlots]
 		// Spread the remainders so that the shards add up to the limits.
 		capacity := cfg.Capacity/nshards + boolInt(i < cfg.Capacity%nshards)
 		maxBytes := cfg.MaxBytes / int64(nshards)

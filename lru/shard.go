@@ -121,7 +121,7 @@ type shard struct {
 	// (up to hash slot collisions, which only cost a value not cached), so
 	// writes to other keys of the shard do not keep fetched values out.
 	seq       atomic.Uint64
-	changed   [changedSlots]atomic.Uint64
+	changed   []atomic.Uint64 // changedSlots of them, mapped (newCache)
 	clearedAt atomic.Uint64
 	mu        sync.Mutex // guards everything below
 	entries   []entry    // entries[0] is the LRU sentinel
@@ -233,7 +233,8 @@ func (s *shard) getStale(key []byte, h uint64, now int64, visit func([]byte, int
 const anyVersion = ^uint64(0)
 
 // changedSlots is how many hash slots per shard remember their last
-// invalidation (8 KiB a shard).
+// invalidation (8 KiB a shard, mapped: resident only once invalidations
+// touch it, and never part of the Go heap that GOGC lets grow by half).
 const changedSlots = 1024
 
 // changedSince reports whether the key of hash h was invalidated, or the
