@@ -120,22 +120,25 @@ type shard struct {
 	// stale if its slot changed, or the shard was cleared, after v: per key
 	// (up to hash slot collisions, which only cost a value not cached), so
 	// writes to other keys of the shard do not keep fetched values out.
-	seq       atomic.Uint64
-	changed   []atomic.Uint64 // changedSlots of them, mapped (newCache)
-	clearedAt atomic.Uint64
-	mu        sync.Mutex // guards everything below
-	entries   []entry    // entries[0] is the LRU sentinel
-	freeEntry uint32     // first free entry, 0 if none
-	slots     []uint64   // the index
-	maxSlots  int        // the index's size at full capacity
-	live      int        // entries in use
-	heap      []uint32   // entry indices by deadline
-	arena     arena
-	capacity  int   // most entries
-	maxBytes  int64 // most key and value bytes; 0 means no limit
-	staleFor  int64 // how long past its deadline an entry is kept for GetStale
-	stats     shardStats
-	_         [64]byte // keep neighbouring shards' locks on separate cache lines
+	// invalidatedAt is the seq of the last invalidation: while it is older
+	// than a version, no slot need be read (nor its page made resident).
+	seq           atomic.Uint64
+	changed       []atomic.Uint64 // changedSlots of them, mapped (newCache)
+	invalidatedAt atomic.Uint64
+	clearedAt     atomic.Uint64
+	mu            sync.Mutex // guards everything below
+	entries       []entry    // entries[0] is the LRU sentinel
+	freeEntry     uint32     // first free entry, 0 if none
+	slots         []uint64   // the index
+	maxSlots      int        // the index's size at full capacity
+	live          int        // entries in use
+	heap          []uint32   // entry indices by deadline
+	arena         arena
+	capacity      int   // most entries
+	maxBytes      int64 // most key and value bytes; 0 means no limit
+	staleFor      int64 // how long past its deadline an entry is kept for GetStale
+	stats         shardStats
+	_             [64]byte // keep neighbouring shards' locks on separate cache lines
 }
 
 func (s *shard) init(capacity int, maxBytes, staleFor int64) {
@@ -240,7 +243,8 @@ const changedSlots = 1024
 // changedSince reports whether the key of hash h was invalidated, or the
 // shard cleared, after version was taken.
 func (s *shard) changedSince(h, version uint64) bool {
-	return s.clearedAt.Load() > version || s.changed[(h>>32)%changedSlots].Load() > version
+	return s.clearedAt.Load() > version ||
+		s.invalidatedAt.Load() > version && s.changed[(h>>32)%changedSlots].Load() > version
 }
 
 // set stores key and value to live for life from now (see Cache.Set); keep
@@ -359,7 +363,11 @@ func (s *shard) drop(key []byte, h uint64, version uint64) {
 func (s *shard) invalidate(key []byte, h uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.changed[(h>>32)%changedSlots].Store(s.seq.Add(1)) // even if the key is not cached: its fetch may be under way
+	// Even if the key is not cached: its fetch may be under way. The slot
+	// first, so that whoever sees invalidatedAt sees the slot too.
+	v := s.seq.Add(1)
+	s.changed[(h>>32)%changedSlots].Store(v)
+	s.invalidatedAt.Store(v)
 	i, pos := s.find(key, h)
 	if i == 0 {
 		return false
