@@ -2,21 +2,29 @@
 // collector never has to look inside.
 //
 // Each record (key bytes followed by value bytes) lives in a slot of a size
-// class. Classes are 8 bytes apart up to 128 bytes, then 8 per doubling
+// class. Classes are 4 bytes apart up to 128 bytes, then 8 per doubling
 // (each 1/8 larger than the one before) up to 16 KiB, so a slot wastes at most
-// 1/8 of its size. Slots are cut, bump-allocator style, from chunks; a freed slot goes onto its class's free list and is reused
-// by the next record of that class. Chunks are all 16 KiB, the largest class:
-// a shard's newest chunk is on average half unused, so chunks are kept small
-// (growing them would leave up to half of the newest, largest one unused). Records over 16 KiB get an allocation of
-// their own ("big"), tracked in a side slice.
+// 1/8 of its size, and a small record (most cached values are small) at most
+// 3 bytes: at 8 bytes apart a record of 16+100 bytes took 120, 4 bytes a key
+// more than it needs. Slots are cut, bump-allocator style, from chunks; a
+// freed slot goes onto its class's free list and is reused by the next record
+// of that class. A free list is threaded through the free slots themselves
+// (each holds the location of the next in its first 4 bytes; the smallest
+// slot is 4 bytes), so it costs nothing on the Go heap however many slots are
+// free, where a slice of locations per class cost 4 bytes a free slot and a
+// slice header per class and shard for the GC to scan, and grew by copying.
+// Chunks are all 16 KiB, the largest class: a shard's newest chunk is on
+// average half unused, so chunks are kept small (growing them would leave up
+// to half of the newest, largest one unused). Records over 16 KiB get an
+// allocation of their own ("big"), tracked in a side slice.
 //
 // The GC sees one pointer per chunk and one per big record, never one per
-// entry: chunks are []byte, and everything else (locations, free lists) is
-// uint32s. Chunks are cut from mapped slabs outside the Go heap (offheap.go);
+// entry: chunks are []byte, and everything else (locations, free list heads)
+// is uint32s. Chunks are cut from mapped slabs outside the Go heap (offheap.go);
 // big records stay on the heap, one allocation each.
 //
 // Fragmentation is bounded two ways. Inside a slot, by the class spacing
-// (at most 1/8 of the slot, plus up to 7 bytes of 8-byte rounding). Across
+// (at most 1/8 of the slot, plus up to 3 bytes of 4-byte rounding). Across
 // classes, because freed slots are only reused by their own class, the arena
 // holds, per class, at most the largest number of slots that class ever had
 // live at once; when the mix of record sizes shifts, the old classes' slots
@@ -27,37 +35,48 @@
 package lru
 
 import (
+	"encoding/binary"
+	"fmt"
 	"math/bits"
 	"unsafe"
 )
 
 const (
 	chunkSize = 16 << 10
-	maxClass  = chunkSize           // larger records are "big"
-	offBits   = 11                  // a location is chunk<<offBits | offset/8
-	maxChunks = 1 << (32 - offBits) // 32 GiB of chunks per shard
+	maxClass  = chunkSize // larger records are "big"
+	offBits   = 12        // a location is chunk<<offBits | offset/4
+	// maxChunks is 16 GiB of chunks per shard: one fewer than locations can
+	// tell, so that no slot is at noSlot.
+	maxChunks = 1<<(32-offBits) - 1
 	bigClass  = 255
+	// numClasses is len(classSizes), which init checks: the length of a
+	// shard's array of free list heads.
+	numClasses = 88
+	noSlot     = ^uint32(0) // the end of a free list
 )
 
 // classSizes lists the slot size of each class; classOfUnits maps a record
-// size in 8-byte units to the smallest class that holds it.
+// size in 4-byte units to the smallest class that holds it.
 var (
 	classSizes   []int
-	classOfUnits [maxClass/8 + 1]uint8
+	classOfUnits [maxClass/4 + 1]uint8
 )
 
 func init() {
-	for size := 8; size <= maxClass; {
+	for size := 4; size <= maxClass; {
 		classSizes = append(classSizes, size)
-		step := 8
+		step := 4
 		if size >= 128 {
 			step = 1 << (bits.Len(uint(size)) - 4) // 8 classes per doubling
 		}
 		size += step
 	}
+	if len(classSizes) != numClasses {
+		panic(fmt.Sprintf("lru: %d size classes, numClasses says %d", len(classSizes), numClasses))
+	}
 	c := 0
 	for units := range classOfUnits {
-		for classSizes[c] < units*8 {
+		for classSizes[c] < units*4 {
 			c++
 		}
 		classOfUnits[units] = uint8(c)
@@ -69,7 +88,7 @@ func classOf(n int) uint8 {
 	if n > maxClass {
 		return bigClass
 	}
-	return classOfUnits[(n+7)/8]
+	return classOfUnits[(n+3)/4]
 }
 
 // Chunks are mapped in slabs (offheap.go) so that a large cache needs few
@@ -91,16 +110,20 @@ type slab struct {
 type arena struct {
 	chunks   [][]byte // cut from slabs
 	slabs    []slab
-	slabLeft int // chunks of the last slab not yet handed out
-	used     int // bytes of the last chunk handed out
-	free     [][]uint32
+	slabLeft int                // chunks of the last slab not yet handed out
+	used     int                // bytes of the last chunk handed out
+	free     [numClasses]uint32 // each class's first free slot, or noSlot
 	big      []bigRecord
 	bigFree  []uint32
 	bytes    int64 // bytes held in chunks and big records
 }
 
 func newArena() arena {
-	return arena{free: make([][]uint32, len(classSizes))}
+	var a arena
+	for c := range a.free {
+		a.free[c] = noSlot
+	}
+	return a
 }
 
 // bigRecord is a record over maxClass bytes: allocated on its own (key and
@@ -135,12 +158,11 @@ func (a *arena) addBig(key, value []byte, keep bool) uint32 {
 
 // alloc returns a location for a record of n bytes, at most maxClass, and
 // its class; ok is false only when the shard has used all its chunk
-// addresses (32 GiB).
+// addresses (16 GiB).
 func (a *arena) alloc(n int) (loc uint32, class uint8, ok bool) {
 	class = classOf(n)
-	if k := len(a.free[class]); k > 0 {
-		loc = a.free[class][k-1]
-		a.free[class] = a.free[class][:k-1]
+	if loc = a.free[class]; loc != noSlot {
+		a.free[class] = binary.LittleEndian.Uint32(a.record(loc, 4))
 		return loc, class, true
 	}
 	size := classSizes[class]
@@ -153,7 +175,7 @@ func (a *arena) alloc(n int) (loc uint32, class uint8, ok bool) {
 		a.bytes += chunkSize
 		a.used = 0
 	}
-	loc = uint32(len(a.chunks)-1)<<offBits | uint32(a.used/8)
+	loc = uint32(len(a.chunks)-1)<<offBits | uint32(a.used/4)
 	a.used += size
 	return loc, class, true
 }
@@ -190,11 +212,11 @@ func (a *arena) retireTail() {
 	for rest := chunkSize - a.used; rest >= classSizes[0]; rest = chunkSize - a.used {
 		c := uint8(len(classSizes) - 1)
 		if rest < maxClass {
-			if c = classOfUnits[rest/8]; classSizes[c] > rest {
+			if c = classOfUnits[rest/4]; classSizes[c] > rest {
 				c--
 			}
 		}
-		a.free[c] = append(a.free[c], last<<offBits|uint32(a.used/8))
+		a.pushFree(last<<offBits|uint32(a.used/4), c)
 		a.used += classSizes[c]
 	}
 }
@@ -207,11 +229,17 @@ func (a *arena) release(loc uint32, class uint8) {
 		a.bigFree = append(a.bigFree, loc)
 		return
 	}
-	a.free[class] = append(a.free[class], loc)
+	a.pushFree(loc, class)
+}
+
+// pushFree puts the slot at loc on its class's free list.
+func (a *arena) pushFree(loc uint32, class uint8) {
+	binary.LittleEndian.PutUint32(a.record(loc, 4), a.free[class])
+	a.free[class] = loc
 }
 
 // record returns the n bytes at loc, in a chunk (not a big record).
 func (a *arena) record(loc uint32, n int) []byte {
-	off := int(loc&(1<<offBits-1)) * 8
+	off := int(loc&(1<<offBits-1)) * 4
 	return a.chunks[loc>>offBits][off : off+n : off+n]
 }

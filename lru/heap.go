@@ -11,7 +11,7 @@
 package lru
 
 func (s *shard) less(a, b int) bool {
-	return s.entries[s.heap[a]].expiry < s.entries[s.heap[b]].expiry // by deadline: the high bits
+	return s.entries[s.heap[a]].expiry() < s.entries[s.heap[b]].expiry() // by deadline: the high bits
 }
 
 func (s *shard) swap(a, b int) {

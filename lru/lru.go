@@ -5,7 +5,7 @@
 // How it works. Keys are spread over shards by xxhash; each shard has its own
 // mutex and everything that mutex guards, so readers of different keys rarely
 // meet and nothing is process-wide. A shard (shard.go) holds
-//   - its entries in one slice of 32-byte pointer-free structs, linked into an
+//   - its entries in one slice of 28-byte pointer-free structs, linked into an
 //     intrusive LRU list by uint32 indices inside the entries;
 //   - an open-addressing index from key hash to entry (index.go), 8 bytes a
 //     slot holding 32 bits of the hash, comparing full keys on a hash match;
@@ -33,7 +33,7 @@
 // the key, a short probe, list moves) plus O(log n) for the heap when an entry
 // leaves or changes deadline, plus copying the value. Memory per entry is the
 // key and value rounded up to their slab class (at most 1/8 more) plus about
-// 46 bytes: the entry (32), its index slot (8 bytes at up to 4/5 load: 10)
+// 42 bytes: the entry (28), its index slot (8 bytes at up to 4/5 load: 10)
 // and its heap slot (4).
 package lru
 
@@ -41,6 +41,7 @@ import (
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -131,7 +132,13 @@ func newCache(cfg Config, nshards int) *Cache {
 		base := now()
 		c.clock = func() int64 { return int64(now().Sub(base)) }
 	}
+	// Every shard's changed slots, in one mapping, which goes when no shard
+	// can be reached any more: after the cleanup below, and after the last
+	// call that was under way in a shard (Changed reads them without a lock).
+	changed := makeSlice[atomic.Uint64](nshards * changedSlots)
+	runtime.AddCleanup(&c.shards[0], freeSlice[atomic.Uint64], changed)
 	for i := range c.shards {
+		c.shards[i].changed = changed[i*changedSlots : (i+1)*changedSlots : (i+1)*changedSlots]
 		// Spread the remainders so that the shards add up to the limits.
 		capacity := cfg.Capacity/nshards + boolInt(i < cfg.Capacity%nshards)
 		maxBytes := cfg.MaxBytes / int64(nshards)

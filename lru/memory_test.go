@@ -40,8 +40,10 @@ func TestMemoryOverhead(t *testing.T) {
 	}
 	perKey := float64(after-before)/n - keyLen - valueLen
 	t.Logf("resident memory per key beyond key+value: %.1f bytes (%d shards, arena %d MiB)", perKey, len(c.shards), c.Stats().ArenaBytes>>20)
-	if perKey > 64 {
-		t.Fatalf("%.1f bytes per key of overhead; the engine is designed for about 50", perKey)
+	// Entry 28, index slot 10.5 (8 bytes at this capacity's load), heap slot
+	// 4, and about 3 of partly used pages and chunks: 45.8 measured.
+	if perKey > 52 {
+		t.Fatalf("%.1f bytes per key of overhead; the engine is designed for about 46", perKey)
 	}
 	runtime.KeepAlive(keys) // keys must stay live through both measurements
 	c.Clear()               // its mappings go now, not when a GC finds c unreachable

@@ -2,6 +2,7 @@ package lru
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -201,12 +202,28 @@ func (ch *checker) verify() {
 				t.Fatalf("shard %d: heap out of order at %d", si, p)
 			}
 		}
+		// The free lists, threaded through the free slots, end, and hold
+		// no live record's slot.
+		freeSlots := map[uint32]bool{}
+		for c, loc := range s.arena.free {
+			for ; loc != noSlot; loc = binary.LittleEndian.Uint32(s.arena.record(loc, 4)) {
+				if freeSlots[loc] || len(freeSlots) > len(s.arena.chunks)*chunkSize/4 {
+					t.Fatalf("shard %d: the free list of class %d loops at %#x", si, c, loc)
+				}
+				freeSlots[loc] = true
+			}
+		}
+		for i := s.entries[0].next; i != 0; i = s.entries[i].next {
+			if e := &s.entries[i]; !e.big() && freeSlots[e.loc] {
+				t.Fatalf("shard %d: the slot of %q is on a free list", si, s.keyOf(e))
+			}
+		}
 	}
 }
 
 // valueSizes exercise every kind of slot: empty, small classes, class
 // boundaries, large classes, and big (over 16 KiB) records.
-var valueSizes = []int{0, 1, 7, 8, 9, 100, 120, 121, 1000, 5000, 16000, 16384, 20000}
+var valueSizes = []int{0, 1, 3, 4, 5, 7, 8, 9, 100, 120, 121, 1000, 5000, 16000, 16384, 20000}
 
 // step applies one operation chosen by op and arg to the checker.
 func (ch *checker) step(op, arg byte, keys int) {

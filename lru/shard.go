@@ -21,19 +21,57 @@ import (
 // (they are served, just fetched every time).
 const maxKeyLen = 1<<16 - 1
 
-// entry is one cached key: 32 bytes, no pointers.
+// entry is one cached key: 28 bytes, no pointers. Every field is 4 bytes
+// or less, so that entries pack at 28 bytes in their slice: one int64 field
+// would align them to 8, and pad them to 32.
 type entry struct {
-	expiry  int64  // deadline and time stored, packed (packExpiry)
-	loc     uint32 // the arena location of key‖value
-	vlen    uint32
-	prev    uint32 // LRU list
-	next    uint32 // LRU list, or the free chain
-	heapPos uint32 // position in the TTL heap
-	klen    uint16
-	class   uint8 // the arena size class of the record
-	// suspect: cached before a Revalidate; read as a miss (to be fetched
-	// again), but still served by GetStale. It fits the entry's padding.
-	suspect bool
+	expiryLo uint32 // deadline and time stored, packed (packExpiry): low word
+	expiryHi uint32 // high word
+	loc      uint32 // the arena location of key‖value
+	prev     uint32 // LRU list
+	next     uint32 // LRU list, or the free chain
+	heapPos  uint32 // position in the TTL heap
+	klen     uint16
+	// meta is a small record's value length (at most maxClass, 15 bits), or
+	// bigLen for a big record (which knows its own length), and in its top
+	// bit the suspect flag: cached before a Revalidate, read as a miss (to
+	// be fetched again), but still served by GetStale.
+	meta uint16
+}
+
+const (
+	suspectBit = 1 << 15
+	bigLen     = suspectBit - 1 // meta's length for a big record; a small value is at most maxClass < bigLen
+)
+
+func (e *entry) expiry() int64 { return int64(uint64(e.expiryHi)<<32 | uint64(e.expiryLo)) }
+
+func (e *entry) setExpiry(x int64) { e.expiryLo, e.expiryHi = uint32(x), uint32(uint64(x)>>32) }
+
+func (e *entry) big() bool { return e.meta&^suspectBit == bigLen }
+
+func (e *entry) suspect() bool { return e.meta&suspectBit != 0 }
+
+// smallLen is the value length of a small record.
+func (e *entry) smallLen() int { return int(e.meta &^ suspectBit) }
+
+// class is the arena size class of e's record: bigClass, or the class of
+// its size, which is the class it was stored in (a rewrite in place keeps
+// the class).
+func (e *entry) class() uint8 {
+	if e.big() {
+		return bigClass
+	}
+	return classOf(int(e.klen) + e.smallLen())
+}
+
+// setRecord records where e's key and value of vlen bytes now live, and
+// clears the suspect flag.
+func (e *entry) setRecord(loc uint32, class uint8, vlen int) {
+	e.loc, e.meta = loc, uint16(vlen)
+	if class == bigClass {
+		e.meta = bigLen
+	}
 }
 
 // An entry's expiry packs two times on the cache clock into the 8 bytes a
@@ -65,10 +103,10 @@ func packExpiry(now, life int64) int64 {
 }
 
 // deadline is when e expires, in ns on the cache clock.
-func (e *entry) deadline() int64 { return (e.expiry >> storedBits) * 1e6 }
+func (e *entry) deadline() int64 { return (e.expiry() >> storedBits) * 1e6 }
 
 // age is how long e has been cached at now, in whole seconds.
-func (e *entry) age(now int64) int64 { return (now/1e9 - e.expiry) & storedMask }
+func (e *entry) age(now int64) int64 { return (now/1e9 - e.expiry()) & storedMask }
 
 type shardStats struct {
 	hits, misses, sets, evictions, expirations, invalidations uint64
@@ -82,22 +120,25 @@ type shard struct {
 	// stale if its slot changed, or the shard was cleared, after v: per key
 	// (up to hash slot collisions, which only cost a value not cached), so
 	// writes to other keys of the shard do not keep fetched values out.
-	seq       atomic.Uint64
-	changed   [changedSlots]atomic.Uint64
-	clearedAt atomic.Uint64
-	mu        sync.Mutex // guards everything below
-	entries   []entry    // entries[0] is the LRU sentinel
-	freeEntry uint32     // first free entry, 0 if none
-	slots     []uint64   // the index
-	maxSlots  int        // the index's size at full capacity
-	live      int        // entries in use
-	heap      []uint32   // entry indices by deadline
-	arena     arena
-	capacity  int   // most entries
-	maxBytes  int64 // most key and value bytes; 0 means no limit
-	staleFor  int64 // how long past its deadline an entry is kept for GetStale
-	stats     shardStats
-	_         [64]byte // keep neighbouring shards' locks on separate cache lines
+	// invalidatedAt is the seq of the last invalidation: while it is older
+	// than a version, no slot need be read (nor its page made resident).
+	seq           atomic.Uint64
+	changed       []atomic.Uint64 // changedSlots of them, mapped (newCache)
+	invalidatedAt atomic.Uint64
+	clearedAt     atomic.Uint64
+	mu            sync.Mutex // guards everything below
+	entries       []entry    // entries[0] is the LRU sentinel
+	freeEntry     uint32     // first free entry, 0 if none
+	slots         []uint64   // the index
+	maxSlots      int        // the index's size at full capacity
+	live          int        // entries in use
+	heap          []uint32   // entry indices by deadline
+	arena         arena
+	capacity      int   // most entries
+	maxBytes      int64 // most key and value bytes; 0 means no limit
+	staleFor      int64 // how long past its deadline an entry is kept for GetStale
+	stats         shardStats
+	_             [64]byte // keep neighbouring shards' locks on separate cache lines
 }
 
 func (s *shard) init(capacity int, maxBytes, staleFor int64) {
@@ -126,17 +167,25 @@ func (s *shard) hashOf(i uint32) uint64 { return xxhash.Sum64(s.keyOf(&s.entries
 func bytesOf(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 func (s *shard) keyOf(e *entry) []byte {
-	if e.class == bigClass {
+	if e.big() {
 		return s.arena.big[e.loc].key
 	}
 	return s.arena.record(e.loc, int(e.klen))
 }
 
 func (s *shard) valueOf(e *entry) []byte {
-	if e.class == bigClass {
+	if e.big() {
 		return s.arena.big[e.loc].value
 	}
-	return s.arena.record(e.loc, int(e.klen)+int(e.vlen))[e.klen:]
+	return s.arena.record(e.loc, int(e.klen)+e.smallLen())[e.klen:]
+}
+
+// vlen is the length of e's value.
+func (s *shard) vlen(e *entry) int {
+	if e.big() {
+		return len(s.arena.big[e.loc].value)
+	}
+	return e.smallLen()
 }
 
 func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte), visitAge func([]byte, int64)) bool {
@@ -156,7 +205,7 @@ func (s *shard) get(key []byte, h uint64, now int64, visit func([]byte), visitAg
 		s.stats.misses++
 		return false
 	}
-	if e.suspect {
+	if e.suspect() {
 		s.stats.misses++
 		return false
 	}
@@ -187,13 +236,15 @@ func (s *shard) getStale(key []byte, h uint64, now int64, visit func([]byte, int
 const anyVersion = ^uint64(0)
 
 // changedSlots is how many hash slots per shard remember their last
-// invalidation (8 KiB a shard).
+// invalidation (8 KiB a shard, mapped: resident only once invalidations
+// touch it, and never part of the Go heap that GOGC lets grow by half).
 const changedSlots = 1024
 
 // changedSince reports whether the key of hash h was invalidated, or the
 // shard cleared, after version was taken.
 func (s *shard) changedSince(h, version uint64) bool {
-	return s.clearedAt.Load() > version || s.changed[(h>>32)%changedSlots].Load() > version
+	return s.clearedAt.Load() > version ||
+		s.invalidatedAt.Load() > version && s.changed[(h>>32)%changedSlots].Load() > version
 }
 
 // set stores key and value to live for life from now (see Cache.Set); keep
@@ -227,7 +278,10 @@ func (s *shard) set(key, value []byte, h uint64, now, life int64, version uint64
 		return
 	}
 	i = s.newEntry()
-	s.entries[i] = entry{expiry: expiry, loc: loc, vlen: uint32(len(value)), klen: uint16(len(key)), class: class}
+	e := &s.entries[i]
+	*e = entry{klen: uint16(len(key))}
+	e.setExpiry(expiry)
+	e.setRecord(loc, class, len(value))
 	s.growIndex()
 	s.insertSlot(slotFor(h, i)) // evictions and growth moved slots: probe afresh
 	s.live++
@@ -256,21 +310,22 @@ func (s *shard) store(key, value []byte, keep bool) (loc uint32, class uint8, ok
 // in place: readers may still hold the old value (KeptValueMin).
 func (s *shard) rewrite(i uint32, key, value []byte, expiry int64, keep bool) {
 	e := &s.entries[i]
-	s.stats.bytes += int64(len(value)) - int64(e.vlen)
-	if class := classOf(len(key) + len(value)); class != e.class || class == bigClass {
+	oldLen := s.vlen(e)
+	s.stats.bytes += int64(len(value) - oldLen)
+	if class := classOf(len(key) + len(value)); class != e.class() || class == bigClass {
 		loc, class, ok := s.store(key, value, keep)
 		if !ok {
-			s.stats.bytes -= int64(len(value)) - int64(e.vlen)
+			s.stats.bytes -= int64(len(value) - oldLen)
 			s.remove(i, -1)
 			return
 		}
-		s.arena.release(e.loc, e.class)
-		e.loc, e.class, e.vlen = loc, class, uint32(len(value))
+		s.arena.release(e.loc, e.class())
+		e.setRecord(loc, class, len(value))
 	} else { // the same slot: room for the new value
-		e.vlen = uint32(len(value))
+		e.setRecord(e.loc, class, len(value))
 		copy(s.valueOf(e), value)
 	}
-	e.expiry, e.suspect = expiry, false
+	e.setExpiry(expiry)
 	s.heapFix(int(e.heapPos))
 	s.moveToFront(i)
 	s.stats.sets++
@@ -288,7 +343,7 @@ func (s *shard) suspectAll() {
 	// In memory order, not LRU order (a hundred times faster on a large
 	// shard): free entries get the flag too, and lose it when reused.
 	for i := 1; i < len(s.entries); i++ {
-		s.entries[i].suspect = true
+		s.entries[i].meta |= suspectBit
 	}
 }
 
@@ -308,7 +363,11 @@ func (s *shard) drop(key []byte, h uint64, version uint64) {
 func (s *shard) invalidate(key []byte, h uint64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.changed[(h>>32)%changedSlots].Store(s.seq.Add(1)) // even if the key is not cached: its fetch may be under way
+	// Even if the key is not cached: its fetch may be under way. The slot
+	// first, so that whoever sees invalidatedAt sees the slot too.
+	v := s.seq.Add(1)
+	s.changed[(h>>32)%changedSlots].Store(v)
+	s.invalidatedAt.Store(v)
 	i, pos := s.find(key, h)
 	if i == 0 {
 		return false
@@ -347,8 +406,8 @@ func (s *shard) remove(i uint32, pos int) {
 	e := &s.entries[i]
 	s.unlink(i)
 	s.heapRemove(int(e.heapPos))
-	s.arena.release(e.loc, e.class)
-	s.stats.bytes -= int64(e.klen) + int64(e.vlen)
+	s.stats.bytes -= int64(int(e.klen) + s.vlen(e))
+	s.arena.release(e.loc, e.class())
 	s.live--
 	*e = entry{next: s.freeEntry}
 	s.freeEntry = i
