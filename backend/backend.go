@@ -197,7 +197,8 @@ type Client struct {
 	errors      atomic.Uint64
 	coalesced   atomic.Uint64
 	down        atomic.Bool
-	lastDown    atomic.Int64 // when (Unix ns) a fetch last failed to reach Redis
+	started     time.Time    // the clock lastDown and lastUp count from (monotonic)
+	lastDown    atomic.Int64 // when (ns since started) a fetch last failed to reach Redis
 	lastUp      atomic.Int64 // when one last reached it, while down
 	upPending   atomic.Bool  // settleUp is due
 	closing     sync.Once
@@ -240,7 +241,7 @@ func New(cfg Config) (*Client, error) {
 	opt.DisableRetry = true
 	opt.DisableCache = true
 	opt.ClientSetInfo = rueidis.DisableClientSetInfo
-	c := &Client{quit: make(chan struct{}), tls: opt.TLSConfig != nil, user: cmp.Or(opt.Username, "default"),
+	c := &Client{quit: make(chan struct{}), started: time.Now(), tls: opt.TLSConfig != nil, user: cmp.Or(opt.Username, "default"),
 		timeout: cfg.Timeout, fetchTTL: cfg.FetchTTL, versions: cfg.Versions, onResult: cfg.OnResult,
 		onReachable: cfg.OnReachable,
 		jobs:        newJobQueue(), queueLen: int64(cfg.QueueLen)}
@@ -248,6 +249,9 @@ func New(cfg Config) (*Client, error) {
 		c.flights[i].m = make(map[string]*flight)
 	}
 	if !c.dial(opt, mode) {
+		if _, err := c.client(); errors.Is(err, errSentinelNode) {
+			return nil, err // a configuration error, not Redis being away
+		}
 		c.dialling.Add(1)
 		go c.connect(opt, mode)
 	}
@@ -570,33 +574,45 @@ func (r refusal) Error() string { return string(r) }
 func (c *Client) setDown(down bool, err error) {
 	switch {
 	case down:
-		c.lastDown.Store(time.Now().UnixNano())
+		c.lastDown.Store(int64(time.Since(c.started)))
 		if c.down.Load() {
 			return
 		}
 	case !c.down.Load():
 		return // the common case, without the lock or the clock
 	default:
-		now := time.Now().UnixNano()
-		c.lastUp.Store(now)
-		if wait := c.lastDown.Load() + int64(upAfter) - now; wait > 0 {
+		c.lastUp.Store(int64(time.Since(c.started)))
+		if wait := c.upWait(); wait > 0 {
 			if !c.upPending.Swap(true) {
-				time.AfterFunc(time.Duration(wait), c.settleUp)
+				time.AfterFunc(wait, c.settleUp)
 			}
 			return
 		}
 	}
 	c.reachMu.Lock()
 	defer c.reachMu.Unlock()
+	if !down && c.upWait() > 0 {
+		return // a failure since: settleUp will look again
+	}
 	if c.down.Swap(down) != down && c.onReachable != nil {
 		c.onReachable(!down, err)
 	}
 }
 
+// upWait is how long until upAfter has passed since the last failure.
+func (c *Client) upWait() time.Duration {
+	return time.Duration(c.lastDown.Load()) + upAfter - time.Since(c.started)
+}
+
 // settleUp, upAfter past the last failure, counts Redis up if a fetch has
-// reached it since.
+// reached it since (and the client is still open).
 func (c *Client) settleUp() {
 	c.upPending.Store(false)
+	select {
+	case <-c.quit:
+		return
+	default:
+	}
 	if c.lastUp.Load() > c.lastDown.Load() {
 		c.setDown(false, nil)
 	}

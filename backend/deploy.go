@@ -47,6 +47,9 @@ type connection struct {
 	err error
 }
 
+// errSentinelNode is the one address of an auto client being a sentinel.
+var errSentinelNode = errors.New("a sentinel: give --sentinel-master, the name of the primary it watches")
+
 // client returns the rueidis client, or the error misses fail with until it
 // is made.
 func (c *Client) client() (rueidis.Client, error) {
@@ -64,14 +67,14 @@ func (c *Client) Mode() string {
 }
 
 // nodes are the servers tracking must cover: every node of a cluster (of
-// which only the primaries, the bool says), the primary Sentinel names, the
-// one server; none before the client is made.
-func (c *Client) nodes() (map[string]rueidis.Client, bool) {
+// which only the primaries), the primary Sentinel names, the one server;
+// none before the client is made.
+func (c *Client) nodes() (map[string]rueidis.Client, rueidis.ClientMode) {
 	rc, _ := c.client()
 	if rc == nil {
-		return nil, false
+		return nil, rueidis.ClientModeStandalone
 	}
-	return rc.Nodes(), rc.Mode() == rueidis.ClientModeCluster
+	return rc.Nodes(), rc.Mode()
 }
 
 // dial makes the rueidis client for mode, as clientOptions resolved it, and
@@ -117,7 +120,7 @@ func settleAuto(rc rueidis.Client, opt rueidis.ClientOption, timeout time.Durati
 	m := hello["mode"]
 	switch mode, _ := m.ToString(); mode {
 	case ModeSentinel:
-		return rc, ModeAuto, fmt.Errorf("%s is a sentinel: give --sentinel-master, the name of the primary it watches", opt.InitAddress[0])
+		return rc, ModeAuto, fmt.Errorf("%s: %w", opt.InitAddress[0], errSentinelNode)
 	case ModeCluster:
 	default:
 		return rc, ModeStandalone, nil

@@ -3,36 +3,43 @@
 //
 // A tracker holds a dedicated RESP3 connection to every node writes can
 // reach (the one server; the primary Sentinel names; every primary of a
-// cluster), on which it turns on CLIENT TRACKING in BCAST mode: Redis then pushes the name of every key
-// written (optionally only keys under the given prefixes) to this connection,
-// and the tracker hands each batch to OnInvalidate. BCAST rather than the
-// default mode because the proxy reads on other connections than the one
-// that would be tracked, and because BCAST costs Redis no memory per key
-// read: it keeps only the prefix table, and pays for it with one message per
-// write (to every BCAST client), which is why --track-prefix exists.
+// cluster), on which it turns on CLIENT TRACKING in BCAST mode: Redis then
+// pushes the name of every key written (optionally only keys under the
+// given prefixes) to this connection, and the tracker hands each batch to
+// OnInvalidate. BCAST rather than the default mode because the proxy reads
+// on other connections than the one that would be tracked, and because
+// BCAST costs Redis no memory per key read: it keeps only the prefix table,
+// and pays for it with one message per write (to every BCAST client), which
+// is why --track-prefix exists.
 //
-// Every second it compares the nodes it follows with the client's (a
-// failover, a node added): it starts following a new node and lets go of one
-// no longer there. rueidis lists a cluster's replicas too: a replica's
-// tracker asks ROLE each second and turns tracking on only once it is a
-// primary (and a primary's, likewise, turns it off once demoted), because a replica reports every replicated write a second time
-// and a full resync from its primary as a flush, which would empty the
-// cache. A node rueidis has replaced the connection to (same address) is
-// followed again on a fresh one.
+// Every second the tracker compares the nodes it follows with the client's
+// (a failover, a node added): it starts following a new node and lets go of
+// one no longer there; and each connection it (re)opens is to the client's
+// current connection for the address, so that one rueidis replaced is not
+// held on to. rueidis lists a cluster's replicas too: a replica's tracker
+// asks ROLE each second and turns tracking on only once the node is a
+// primary (and a primary's turns it off once the node is demoted), because
+// a replica reports every replicated write a second time, and a full resync
+// from its primary as a flush.
 //
-// A null invalidation means FLUSHALL/FLUSHDB: everything goes (OnFlush).
-// rueidis also calls the hook with null when the connection drops; the
-// tracker tells the two apart by its error channel, which is fed first on a
-// drop. While the connection is down, cached keys keep being served (the TTL
-// bounds their staleness); once tracking is back on (on any node), OnResync tells the cache
-// that invalidations may have been lost in between (the proxy then fetches
-// each key again before serving it as fresh). A Redis without
-// tracking (before 6), or an ACL user not allowed to turn it on, answers
-// CLIENT TRACKING with an error: the tracker logs it once, through
-// OnUnsupported, and the proxy runs on TTLs alone. The connection is dialled
-// as the fetches' are (TLS, credentials); a dial whose credentials Redis
-// refuses (WRONGPASS) is tried again with the backoff of a drop, as one
-// that cannot reach Redis is, since the ACL may change while the proxy runs.
+// A null invalidation means FLUSHALL/FLUSHDB: with one server everything
+// goes (OnFlush). From a cluster's or Sentinel's node it may also be a
+// demoted primary resyncing, so each key is fetched again instead
+// (OnResync). rueidis also calls the hook with null when the connection
+// drops; the tracker tells the two apart by its error channel, which is fed
+// first on a drop. While a connection is down, cached keys keep being served
+// (the TTL bounds their staleness); once tracking is back on (at any node),
+// OnResync tells the cache that invalidations may have been lost in between
+// (the proxy then fetches each key again before serving it as fresh).
+//
+// A Redis without tracking (before 6), an ACL user not allowed to turn it
+// on, or prefixes Redis will not take answer CLIENT TRACKING with an error:
+// the tracker logs it once, through OnUnsupported, and the proxy runs on
+// TTLs alone. The connection is dialled as the fetches' are (TLS,
+// credentials); a dial whose credentials Redis refuses (WRONGPASS), and a
+// node busy loading its data, are tried again with the backoff of a drop, as
+// one that cannot reach Redis is, since the ACL may change while the proxy
+// runs.
 
 package backend
 
@@ -53,14 +60,14 @@ type Tracking struct {
 	Prefixes      []string            // BCAST prefixes; none: every key
 	OnInvalidate  func(keys []string) // these keys changed in Redis
 	OnFlush       func()              // everything was deleted (FLUSHALL, FLUSHDB)
-	OnResync      func(node string)   // tracking is (back) on at node: invalidations may have been lost
+	OnResync      func(node string)   // tracking is (back) on at node, or node flushed: invalidations may have been lost
 	OnDrop        func(err error)     // if set: a working tracking connection dropped (tracking reconnects)
 	OnUnsupported func(err error)     // Redis refused CLIENT TRACKING
 }
 
 type tracker struct {
 	Tracking
-	nodes       func() (map[string]rueidis.Client, bool) // the nodes to track; whether only primaries
+	nodes       func() (map[string]rueidis.Client, rueidis.ClientMode) // the nodes to track, and what they are
 	timeout     time.Duration
 	unsupported atomic.Bool // a node refused tracking
 	mu          sync.Mutex
@@ -71,28 +78,20 @@ type tracker struct {
 
 // nodeTracker keeps tracking on over a connection to one node.
 type nodeTracker struct {
-	addr          string
-	node          rueidis.Client
-	primariesOnly bool          // a cluster's node: track it only while it is a primary
-	active        atomic.Bool   // tracking is on right now
-	replica       atomic.Bool   // the node said it is a cluster replica, last time it was asked
-	quit          chan struct{} // closed when the node is let go of
+	addr            string
+	primariesOnly   bool               // a cluster's node: track it only while it is a primary
+	nullMeansResync bool               // not a single server: a null invalidation may be a resync
+	active          atomic.Bool        // tracking is on right now
+	replica         atomic.Bool        // the node said it is a cluster replica, last time it was asked
+	ctx             context.Context    // done when the node is let go of
+	cancel          context.CancelFunc // lets go of it
 }
 
-// How a tracking connection ended.
-type trackEnd int
-
-const (
-	trackRetry       trackEnd = iota // dropped or failed: try again after a backoff
-	trackUnsupported                 // Redis refused CLIENT TRACKING: give up
-	trackReplica                     // a cluster replica: ask again in a while
-	trackReplaced                    // rueidis closed the connection for a new one
-)
-
-// nodesCheck is how often the tracker compares its nodes with the client's.
+// nodesCheck is how often the tracker compares its nodes with the client's,
+// and asks a cluster node its role.
 const nodesCheck = time.Second
 
-func startTracker(nodes func() (map[string]rueidis.Client, bool), cfg Tracking, timeout time.Duration) *tracker {
+func startTracker(nodes func() (map[string]rueidis.Client, rueidis.ClientMode), cfg Tracking, timeout time.Duration) *tracker {
 	t := &tracker{Tracking: cfg, nodes: nodes, timeout: timeout,
 		following: make(map[string]*nodeTracker), quit: make(chan struct{})}
 	t.done.Add(1)
@@ -112,7 +111,7 @@ func (t *tracker) run() {
 		t.follow(t.nodes())
 		select {
 		case <-t.quit:
-			t.follow(nil, false)
+			t.follow(nil, rueidis.ClientModeStandalone)
 			return
 		case <-time.After(nodesCheck):
 		}
@@ -121,18 +120,20 @@ func (t *tracker) run() {
 
 // follow starts a nodeTracker for each node not followed yet and stops
 // those of nodes no longer there.
-func (t *tracker) follow(nodes map[string]rueidis.Client, primariesOnly bool) {
+func (t *tracker) follow(nodes map[string]rueidis.Client, mode rueidis.ClientMode) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for addr, n := range t.following {
 		if _, ok := nodes[addr]; !ok {
-			close(n.quit)
+			n.cancel()
 			delete(t.following, addr)
 		}
 	}
-	for addr, node := range nodes {
+	for addr := range nodes {
 		if _, ok := t.following[addr]; !ok {
-			n := &nodeTracker{addr: addr, node: node, primariesOnly: primariesOnly, quit: make(chan struct{})}
+			n := &nodeTracker{addr: addr, primariesOnly: mode == rueidis.ClientModeCluster,
+				nullMeansResync: mode != rueidis.ClientModeStandalone}
+			n.ctx, n.cancel = context.WithCancel(context.Background())
 			t.following[addr] = n
 			t.done.Add(1)
 			go t.keep(n)
@@ -154,41 +155,26 @@ func (t *tracker) on() bool {
 	return len(nodes) > 0
 }
 
-// forget stops following n, if it is still the tracker for its address, so
-// that the next look at the nodes follows the address afresh.
-func (t *tracker) forget(n *nodeTracker) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.following[n.addr] == n {
-		delete(t.following, n.addr)
-	}
-}
-
 // keep keeps a tracking connection to one node up, reconnecting with backoff.
 func (t *tracker) keep(n *nodeTracker) {
 	defer t.done.Done()
 	backoff := 50 * time.Millisecond
 	for {
 		began := time.Now()
-		end, err := t.track(n)
-		switch end {
-		case trackUnsupported:
+		unsupported, err := false, error(nil)
+		if node, ok := t.current(n.addr); ok {
+			unsupported, err = t.track(n, node)
+		}
+		if unsupported {
 			if !t.unsupported.Swap(true) {
 				t.OnUnsupported(err)
 			}
 			return
-		case trackReplaced:
-			t.forget(n)
-			return
-		}
-		wait := backoff
-		if end == trackReplica {
-			wait = nodesCheck
 		}
 		select {
-		case <-n.quit:
+		case <-n.ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)
 		// Tracking was up for a while until the drop: start quick again.
@@ -200,11 +186,20 @@ func (t *tracker) keep(n *nodeTracker) {
 	}
 }
 
-// track turns tracking on over a dedicated connection and serves it until
-// the connection drops (or the tracker stops). It returns the error that
-// ended it, nil after a drop of a working connection.
-func (t *tracker) track(n *nodeTracker) (end trackEnd, err error) {
-	dc, release := n.node.Dedicate()
+// current is the client's connection to addr now.
+func (t *tracker) current(addr string) (rueidis.Client, bool) {
+	nodes, _ := t.nodes()
+	node, ok := nodes[addr]
+	return node, ok
+}
+
+// track turns tracking on over a dedicated connection to node (once it is a
+// primary, for a cluster's) and serves it until the connection drops, the
+// node is demoted or let go of. It returns the error that ended it, nil
+// after a drop of a working connection or a demotion, and whether Redis
+// refused tracking for good.
+func (t *tracker) track(n *nodeTracker, node rueidis.Client) (unsupported bool, err error) {
+	dc, release := node.Dedicate()
 	defer func() {
 		// Not back to the pool, which would first send CLIENT TRACKING OFF
 		// and wait for it, on a connection that may hang.
@@ -212,12 +207,8 @@ func (t *tracker) track(n *nodeTracker) (end trackEnd, err error) {
 		release()
 	}()
 	if n.primariesOnly {
-		isReplica, err := replica(dc, t.timeout)
-		if err == nil {
-			n.replica.Store(isReplica)
-		}
-		if err != nil || isReplica {
-			return ended(err, isReplica), err
+		if err := t.awaitPrimary(n, dc); err != nil {
+			return false, err
 		}
 	}
 	var errs <-chan error
@@ -230,12 +221,9 @@ func (t *tracker) track(n *nodeTracker) (end trackEnd, err error) {
 			mu.Unlock()
 			select {
 			case <-ch: // the connection dropped: keep() will resync
-			case <-n.quit:
+			case <-n.ctx.Done():
 			default:
-				if n.primariesOnly {
-					// A cluster primary demoted since tracking began
-					// flushes on a full resync from its new primary
-					// too: fetch each key again rather than drop all.
+				if n.nullMeansResync {
 					t.OnResync(n.addr)
 				} else {
 					t.OnFlush() // FLUSHALL / FLUSHDB
@@ -253,18 +241,18 @@ func (t *tracker) track(n *nodeTracker) (end trackEnd, err error) {
 	})
 	mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.Background(), t.timeout)
+	ctx, cancel := context.WithTimeout(n.ctx, t.timeout)
 	args := []string{"ON", "BCAST"}
 	for _, p := range t.Prefixes {
 		args = append(args, "PREFIX", p)
 	}
 	err = dc.Do(ctx, dc.B().Arbitrary("CLIENT", "TRACKING").Args(args...).Build()).Error()
 	cancel()
-	if re, isReply := rueidis.IsRedisErr(err); isReply && trackingRefused(re.Error()) {
-		return trackUnsupported, err
+	if re, isReply := rueidis.IsRedisErr(err); isReply && !transient(re.Error()) {
+		return true, err
 	}
 	if err != nil {
-		return ended(err, false), err
+		return false, err
 	}
 	// Invalidations may have been missed while there was no tracking.
 	t.OnResync(n.addr)
@@ -285,23 +273,38 @@ func (t *tracker) track(n *nodeTracker) (end trackEnd, err error) {
 			if t.OnDrop != nil {
 				t.OnDrop(fmt.Errorf("%s: %w", n.addr, err))
 			}
-			return trackRetry, nil
-		case <-n.quit:
-			return trackRetry, nil
+			return false, nil
+		case <-n.ctx.Done():
+			return false, nil
 		case <-roleCheck:
-			if isReplica, err := replica(dc, t.timeout); err == nil && isReplica {
-				n.replica.Store(true)
-				return trackReplica, nil
+			if isReplica, err := t.role(n, dc); err == nil && isReplica {
+				return false, nil
 			}
 		}
 	}
 }
 
-// replica asks a cluster node whether it is a replica. A user not allowed
-// ROLE gets it taken for a primary (tracked, as before replicas were told
-// apart).
-func replica(dc rueidis.DedicatedClient, timeout time.Duration) (bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+// awaitPrimary asks a cluster node its role each second, on the connection
+// tracking will use, until it is a primary.
+func (t *tracker) awaitPrimary(n *nodeTracker, dc rueidis.DedicatedClient) error {
+	for {
+		isReplica, err := t.role(n, dc)
+		if err != nil || !isReplica {
+			return err
+		}
+		select {
+		case <-n.ctx.Done():
+			return n.ctx.Err()
+		case <-time.After(nodesCheck):
+		}
+	}
+}
+
+// role asks a cluster node whether it is a replica, and records the answer.
+// A user not allowed ROLE gets the node taken for a primary (tracked, as
+// before replicas were told apart).
+func (t *tracker) role(n *nodeTracker, dc rueidis.DedicatedClient) (isReplica bool, err error) {
+	ctx, cancel := context.WithTimeout(n.ctx, t.timeout)
 	defer cancel()
 	role, err := dc.Do(ctx, dc.B().Role().Build()).ToArray()
 	if _, isReply := rueidis.IsRedisErr(err); isReply {
@@ -311,27 +314,23 @@ func replica(dc rueidis.DedicatedClient, timeout time.Duration) (bool, error) {
 		return false, err
 	}
 	kind, _ := role[0].ToString()
-	return kind == "slave", nil
+	isReplica = kind == "slave" || kind == "replica"
+	n.replica.Store(isReplica)
+	return isReplica, nil
 }
 
-// ended says what a tracking attempt that did not get tracking on ends in.
-func ended(err error, isReplica bool) trackEnd {
-	switch {
-	case errors.Is(err, rueidis.ErrClosing):
-		return trackReplaced
-	case isReplica:
-		return trackReplica
+// transient reports whether Redis's refusal of CLIENT TRACKING may pass: a
+// refusal of the credentials (the ACL may change), a node still loading its
+// data or busy with a script, a replica cut off from its primary. Any other
+// (no tracking before Redis 6, an ACL user not allowed it, prefixes that
+// overlap) stands: tracking is given up, and logged once.
+func transient(reply string) bool {
+	code, _, _ := strings.Cut(reply, " ")
+	switch code {
+	case "NOAUTH", "WRONGPASS", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN":
+		return true
 	}
-	return trackRetry
-}
-
-// trackingRefused reports whether Redis's reply to CLIENT TRACKING means it
-// will not track for the proxy: a Redis without it ("unknown subcommand",
-// before 6) or an ACL user not allowed it. Not a transient refusal (LOADING,
-// BUSY) nor a refusal of the credentials, which the ACL may lift: those are
-// tried again.
-func trackingRefused(reply string) bool {
-	return strings.HasPrefix(reply, "NOPERM") || strings.Contains(strings.ToLower(reply), "unknown")
+	return false
 }
 
 // TrackingState says whether invalidation is working: "on", "off" (not

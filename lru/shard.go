@@ -9,6 +9,7 @@
 package lru
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -243,8 +244,13 @@ const changedSlots = 1024
 // changedSince reports whether the key of hash h was invalidated, or the
 // shard cleared, after version was taken.
 func (s *shard) changedSince(h, version uint64) bool {
-	return s.clearedAt.Load() > version ||
+	changed := s.clearedAt.Load() > version ||
 		s.invalidatedAt.Load() > version && s.changed[(h>>32)%changedSlots].Load() > version
+	// The slots are mapped outside the Go heap and unmapped by a cleanup
+	// once the shards are unreachable: keep s alive past the slot's read
+	// (a caller without the lock holds no other reference to it).
+	runtime.KeepAlive(s)
+	return changed
 }
 
 // set stores key and value to live for life from now (see Cache.Set); keep

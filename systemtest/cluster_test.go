@@ -70,6 +70,7 @@ func runLoad(t *testing.T, addr string, load *faultLoad) (stop func()) {
 // and afterwards writes on the moved slots and on the promoted replica are
 // invalidated.
 func TestClusterBackend(t *testing.T) {
+	t.Parallel() // with TestSentinelBackend: each runs servers of its own, mostly waiting
 	cluster := redistest.StartCluster(t, 3, 1)
 	cluster.Set(faultKeys()...)
 	var primaries, replicas []*redistest.Server
@@ -202,6 +203,7 @@ func TestClusterBackend(t *testing.T) {
 // follows the new primary (the old one killed, misses and invalidations
 // still work).
 func TestSentinelBackend(t *testing.T) {
+	t.Parallel()
 	s := redistest.StartSentinel(t)
 	kv := faultKeys()
 	for i := 0; i < len(kv); i += 2000 {

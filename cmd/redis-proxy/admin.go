@@ -152,7 +152,7 @@ var (
 	descCoalesced     = desc("backend_coalesced_total", "Fetches that joined a GET of the same key already under way.")
 	descQueued        = desc("backend_queued_jobs", "Batches of GETs waiting for a backend worker.")
 	descPending       = desc("backend_answers_pending", "Fetches asked for whose answers have not reached their connections yet.")
-	descUp            = desc("backend_up", "1 unless the last GET failed to reach Redis.")
+	descUp            = desc("backend_up", "0 from a GET that fails to reach Redis until GETs have reached it for a second without a failure, else 1.")
 	descTracking      = desc("tracking_state", "Invalidation tracking: 1 for the current state (on, off, reconnecting, unsupported).", "state")
 	descOpen          = desc("connections_open", "Client connections open (counted against --max-clients).")
 	descAccepted      = desc("connections_accepted_total", "Client connections accepted.")

@@ -233,6 +233,14 @@ func (c *config) validate() error {
 		(err != nil || !u.Query().Has("master_set")) {
 		return usageError{"--redis-mode sentinel: --sentinel-master must name the primary the sentinels watch"}
 	}
+	prefixes := trackPrefixes(c.trackPrefixes)
+	for i, p := range prefixes {
+		for _, q := range prefixes[i+1:] {
+			if strings.HasPrefix(p, q) || strings.HasPrefix(q, p) {
+				return usageError{fmt.Sprintf("--track-prefix: %q and %q overlap, which Redis refuses: keep the shorter", p, q)}
+			}
+		}
+	}
 	if strings.TrimSpace(c.requirePass) != c.requirePass {
 		return usageError{"--require-pass: must not begin or end with white space (HTTP drops it from the Authorization header)"}
 	}
@@ -251,6 +259,17 @@ func (c *config) validate() error {
 		return usageError{fmt.Sprintf("--log-format: must be text or json, got %q", c.logFormat)}
 	}
 	return nil
+}
+
+// trackPrefixes are the prefixes --track-prefix lists.
+func trackPrefixes(list string) []string {
+	var prefixes []string
+	for _, p := range strings.Split(list, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			prefixes = append(prefixes, p)
+		}
+	}
+	return prefixes
 }
 
 // checkAddr accepts host:port with a port from 1 to 65535 (or a service name
@@ -559,13 +578,7 @@ func run(cfg config) error {
 	defer cache.Close()
 	var tracking *backend.Tracking
 	if cfg.invalidation {
-		var prefixes []string
-		for _, p := range strings.Split(cfg.trackPrefixes, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				prefixes = append(prefixes, p)
-			}
-		}
-		tracking = server.CacheTracking(cache, prefixes, func(err error) {
+		tracking = server.CacheTracking(cache, trackPrefixes(cfg.trackPrefixes), func(err error) {
 			log.Warn("Redis refused CLIENT TRACKING; running on TTLs only", "err", err)
 		})
 		resync := tracking.OnResync

@@ -266,6 +266,8 @@ func TestFlagRanges(t *testing.T) {
 		{"respect-redis-ttl", "0", false, ""},
 		{"pin-cpus", "F", false, ""},
 		{"track-prefix", "user:,session:", "user:,session:", ""},
+		{"track-prefix", "user:, session:,user:1", nil, `--track-prefix: "user:" and "user:1" overlap, which Redis refuses: keep the shorter`},
+		{"track-prefix", "a,a", nil, `--track-prefix: "a" and "a" overlap`},
 
 		{"log-level", "WARN", "WARN", ""},
 		{"log-level", "loud", nil, `--log-level: must be debug, info, warn or error, got "loud"`},
