@@ -819,3 +819,39 @@ func TestConnectsOnceRedisIsUp(t *testing.T) {
 	}
 	still.Close() // while connect waits to try again
 }
+
+// Redis counts as down from the first fetch that cannot reach it, and as up
+// again only once fetches reach it and none has failed for upAfter: misses
+// that alternate between a node that is away and others that answer (a
+// cluster) report one change, not one per miss. A failure after the last
+// success keeps it down; a success afterwards brings it up upAfter later.
+func TestReachabilitySettles(t *testing.T) {
+	changes := make(chan bool, 100)
+	c := &Client{started: time.Now(), quit: make(chan struct{}), onReachable: func(up bool, _ error) { changes <- up }}
+	failed := errors.New("connection refused")
+	for range 50 { // misses alternating between a node away and one that answers
+		c.setDown(true, failed)
+		c.setDown(false, nil)
+	}
+	if got := <-changes; got {
+		t.Fatal("first change reported up")
+	}
+	c.setDown(true, failed) // the last word: a failure
+	select {
+	case up := <-changes:
+		t.Fatalf("a change (up %v) with the last fetch failed", up)
+	case <-time.After(2 * upAfter):
+	}
+	c.setDown(false, nil)
+	select {
+	case up := <-changes:
+		if !up {
+			t.Fatal("reported down again")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not up 5 s after a success with no failure since")
+	}
+	if c.down.Load() || len(changes) != 0 {
+		t.Fatalf("down %v, %d more changes", c.down.Load(), len(changes))
+	}
+}
