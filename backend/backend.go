@@ -49,6 +49,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -387,6 +388,7 @@ func (c *Client) work() {
 	var flights []*flight
 	var deadlines []time.Time
 	var carry job // taken off the queue but not sent with the last batch
+	var scratch getScratch
 	for {
 		j := carry
 		if j.flights == nil {
@@ -419,16 +421,18 @@ func (c *Client) work() {
 		if carry.flights != nil && c.putBack(carry) {
 			carry = job{} // another worker, idle or free sooner, sends it
 		}
-		results := c.get(flights, deadlines)
+		results := c.get(flights, deadlines, &scratch)
 		for i, f := range flights {
 			c.land(f, results[i])
 		}
 		// An idle worker must not keep the landed flights, and through
-		// their waiters their callers' batches, alive; nor, among
-		// hundreds of workers, the room of a large batch.
+		// their waiters their callers' batches, alive, nor the values
+		// fetched; nor, among hundreds of workers, the room of a large
+		// batch.
 		clear(flights)
+		clear(results)
 		if cap(flights) > keptWorkerBatch {
-			flights, deadlines = nil, nil
+			flights, deadlines, scratch = nil, nil, getScratch{}
 		}
 	}
 }
@@ -451,12 +455,21 @@ func (c *Client) putBack(j job) bool {
 	return true
 }
 
+// getScratch is what get needs for a batch besides the commands, kept by a
+// worker from one batch to the next. (Not the commands: a pipeline that
+// times out may still hold them, unsent.)
+type getScratch struct {
+	results []Result
+	send    []int
+}
+
 // get sends the GETs of a batch, together, and returns their results. A
 // fetch already past its deadline is not sent: it is a timeout.
-func (c *Client) get(flights []*flight, deadlines []time.Time) []Result {
-	results := make([]Result, len(flights))
+func (c *Client) get(flights []*flight, deadlines []time.Time, scratch *getScratch) []Result {
+	results := slices.Grow(scratch.results[:0], len(flights))[:len(flights)]
+	send := slices.Grow(scratch.send[:0], len(flights)) // the flights still within their deadline
+	scratch.results, scratch.send = results, send
 	now := time.Now()
-	send := make([]int, 0, len(flights)) // the flights still within their deadline
 	var latest time.Time
 	for i, d := range deadlines {
 		if now.After(d) {

@@ -271,7 +271,7 @@ func TestTimeoutCountsQueueing(t *testing.T) {
 		}
 	}
 	sent := c.Stats().Fetches
-	if r := c.get([]*flight{{key: "late"}}, []time.Time{time.Now().Add(-time.Millisecond)}); !errors.Is(r[0].Err, ErrTimeout) {
+	if r := c.get([]*flight{{key: "late"}}, []time.Time{time.Now().Add(-time.Millisecond)}, &getScratch{}); !errors.Is(r[0].Err, ErrTimeout) {
 		t.Fatalf("expired fetch: %+v", r[0])
 	}
 	if c.Stats().Fetches != sent {
@@ -340,7 +340,7 @@ func TestBatchKeepsEachDeadline(t *testing.T) {
 	redis.Do("SET", "fresh", "v")
 	c := newConnected(t, Config{Addr: redis.Addr, Timeout: time.Second, MaxParallel: 1, QueueLen: 16})
 	r := c.get([]*flight{{key: "old"}, {key: "fresh"}},
-		[]time.Time{time.Now().Add(-time.Millisecond), time.Now().Add(time.Second)})
+		[]time.Time{time.Now().Add(-time.Millisecond), time.Now().Add(time.Second)}, &getScratch{})
 	if !errors.Is(r[0].Err, ErrTimeout) {
 		t.Fatalf("the expired fetch: %+v", r[0])
 	}
