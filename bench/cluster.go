@@ -43,25 +43,9 @@ func clusterCost(lb *lab, single *target, s settings) []clusterRow {
 		rows[i].name = v.name
 		pipe(targets[i].addr, keys, getCommand) // caches them all, or checks the misses answer
 	}
-	for _, p := range []int{1, 16} {
-		n := s.requestsP1
-		if p == 16 {
-			n = s.requestsP16
-		}
-		runs := make([][]result, len(targets))
-		for range s.runs {
-			for i, t := range targets {
-				runs[i] = append(runs[i], redisBenchmark(t, keys, 50, p, n))
-			}
-		}
-		for i := range targets {
-			if p == 1 {
-				rows[i].p1 = middle(runs[i])
-			} else {
-				rows[i].p16 = middle(runs[i])
-			}
-			progress("cluster -P %d %-32s %s", p, rows[i].name, middle(runs[i]))
-		}
+	for i, r := range takingTurns(targets, s) {
+		rows[i].p1, rows[i].p16 = r[0], r[1]
+		progress("cluster %-32s -P 1 %s, -P 16 %s", rows[i].name, r[0], r[1])
 	}
 	for _, t := range append(targets, nodes...) {
 		lb.stop(t)

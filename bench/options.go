@@ -55,7 +55,22 @@ func optionsCost(lb *lab, redis *target, s settings) []optionsRow {
 		}
 	}()
 
-	for _, p := range []int{1, 16} {
+	for i, r := range takingTurns(targets, s) {
+		rows[i].p1, rows[i].p16 = r[0], r[1]
+		progress("options %-32s -P 1 %s, -P 16 %s", rows[i].name, r[0], r[1])
+	}
+	for _, t := range targets {
+		lb.stop(t)
+	}
+	return rows
+}
+
+// takingTurns runs redis-benchmark -t get -c 50 against each target in
+// turn, s.runs rounds at -P 1 and then at -P 16, so that the machine's drift
+// spreads over all of them, and returns each target's median at both depths.
+func takingTurns(targets []*target, s settings) [][2]result {
+	medians := make([][2]result, len(targets))
+	for d, p := range []int{1, 16} {
 		n := s.requestsP1
 		if p == 16 {
 			n = s.requestsP16
@@ -67,19 +82,10 @@ func optionsCost(lb *lab, redis *target, s settings) []optionsRow {
 			}
 		}
 		for i := range targets {
-			r := middle(runs[i])
-			if p == 1 {
-				rows[i].p1 = r
-			} else {
-				rows[i].p16 = r
-			}
-			progress("options -P %d %-32s %s", p, rows[i].name, r)
+			medians[i][d] = middle(runs[i])
 		}
 	}
-	for _, t := range targets {
-		lb.stop(t)
-	}
-	return rows
+	return medians
 }
 
 func (rep *report) optionsMarkdown(w func(string, ...any)) {
