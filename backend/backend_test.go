@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/redis-proxy/redis-proxy/internal/redistest"
+	"github.com/redis/rueidis"
 )
 
 func newClient(t *testing.T, addr string, timeout time.Duration) *Client {
@@ -853,5 +854,45 @@ func TestReachabilitySettles(t *testing.T) {
 	}
 	if c.down.Load() || len(changes) != 0 {
 		t.Fatalf("down %v, %d more changes", c.down.Load(), len(changes))
+	}
+}
+
+// Tracking is on when every node the client has is tracked, bar the cluster
+// nodes that need none: those last known to be replicas and those never
+// reached. A node still connecting, or one server that cannot be reached,
+// keeps it off.
+func TestTrackingOnEveryNode(t *testing.T) {
+	nodes := map[string]rueidis.Client{"a:1": nil, "b:2": nil, "c:3": nil}
+	for _, tc := range []struct {
+		name    string
+		cluster bool
+		set     func(n *nodeTracker) // on the tracker of c:3; a:1 and b:2 track
+		want    bool
+	}{
+		{"all tracked", true, func(n *nodeTracker) { n.active.Store(true) }, true},
+		{"one still connecting", true, func(n *nodeTracker) {}, false},
+		{"one a replica", true, func(n *nodeTracker) { n.replica.Store(true) }, true},
+		{"one never reached", true, func(n *nodeTracker) { n.unreachable.Store(true) }, true},
+		{"one reached, then down", true, func(n *nodeTracker) { n.reachedNow() }, false},
+		{"Sentinel's primary never reached", false, func(n *nodeTracker) { n.unreachable.Store(true) }, false},
+	} {
+		mode := rueidis.ClientModeSentinel
+		if tc.cluster {
+			mode = rueidis.ClientModeCluster
+		}
+		tr := &tracker{nodes: func() (map[string]rueidis.Client, rueidis.ClientMode) { return nodes, mode },
+			following: map[string]*nodeTracker{}}
+		for addr := range nodes {
+			n := &nodeTracker{addr: addr, primariesOnly: tc.cluster}
+			if addr == "c:3" {
+				tc.set(n)
+			} else {
+				n.active.Store(true)
+			}
+			tr.following[addr] = n
+		}
+		if got := tr.on(); got != tc.want {
+			t.Errorf("%s: on %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -83,6 +83,8 @@ type nodeTracker struct {
 	nullMeansResync bool               // not a single server: a null invalidation may be a resync
 	active          atomic.Bool        // tracking is on right now
 	replica         atomic.Bool        // the node said it is a cluster replica, last time it was asked
+	reached         atomic.Bool        // the node has answered ROLE or turned tracking on
+	unreachable     atomic.Bool        // never reached, and a try has failed
 	ctx             context.Context    // done when the node is let go of
 	cancel          context.CancelFunc // lets go of it
 }
@@ -142,17 +144,28 @@ func (t *tracker) follow(nodes map[string]rueidis.Client, mode rueidis.ClientMod
 }
 
 // on reports whether tracking is on at every node the client has now (and
-// there is one), bar those last known to be cluster replicas.
+// there is one), bar those that need none: cluster nodes last known to be
+// replicas, and cluster nodes never reached. A replica the cluster has not
+// yet marked failed would otherwise hold every proxy unready, which a load
+// balancer takes for the whole tier being down; a primary never reached has
+// had nothing read from it, and once it answers, tracking turning on there
+// revalidates the cache (OnResync).
 func (t *tracker) on() bool {
 	nodes, _ := t.nodes()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for addr := range nodes {
-		if n, ok := t.following[addr]; !ok || !n.active.Load() && !n.replica.Load() {
+		if n, ok := t.following[addr]; !ok || !n.settled() {
 			return false
 		}
 	}
 	return len(nodes) > 0
+}
+
+// settled reports whether n keeps tracking from being on everywhere no
+// longer: it is on, or n's node needs none (on).
+func (n *nodeTracker) settled() bool {
+	return n.active.Load() || n.primariesOnly && (n.replica.Load() || n.unreachable.Load())
 }
 
 // keep keeps a tracking connection to one node up, reconnecting with backoff.
@@ -170,6 +183,9 @@ func (t *tracker) keep(n *nodeTracker) {
 				t.OnUnsupported(err)
 			}
 			return
+		}
+		if err != nil && !n.reached.Load() {
+			n.unreachable.Store(true)
 		}
 		select {
 		case <-n.ctx.Done():
@@ -256,6 +272,7 @@ func (t *tracker) track(n *nodeTracker, node rueidis.Client) (unsupported bool, 
 	}
 	// Invalidations may have been missed while there was no tracking.
 	t.OnResync(n.addr)
+	n.reachedNow()
 	n.active.Store(true)
 	defer n.active.Store(false)
 	var roleCheck <-chan time.Time // a cluster primary may be demoted
@@ -316,7 +333,14 @@ func (t *tracker) role(n *nodeTracker, dc rueidis.DedicatedClient) (isReplica bo
 	kind, _ := role[0].ToString()
 	isReplica = kind == "slave" || kind == "replica"
 	n.replica.Store(isReplica)
+	n.reachedNow()
 	return isReplica, nil
+}
+
+// reachedNow records that n's node has answered.
+func (n *nodeTracker) reachedNow() {
+	n.reached.Store(true)
+	n.unreachable.Store(false)
 }
 
 // transient reports whether Redis's refusal of CLIENT TRACKING may pass: a
