@@ -473,7 +473,7 @@ func (c *Client) get(flights []*flight, deadlines []time.Time, scratch *getScrat
 	var latest time.Time
 	for i, d := range deadlines {
 		if now.After(d) {
-			results[i].Err = ErrTimeout
+			results[i] = Result{Err: ErrTimeout}
 			continue
 		}
 		send = append(send, i)
@@ -493,7 +493,7 @@ func (c *Client) get(flights []*flight, deadlines []time.Time, scratch *getScrat
 	if err != nil {
 		c.errors.Add(uint64(len(send)))
 		for _, i := range send {
-			results[i].Err = err
+			results[i] = Result{Err: err}
 		}
 		return results
 	}

@@ -825,7 +825,8 @@ func TestConnectsOnceRedisIsUp(t *testing.T) {
 // again only once fetches reach it and none has failed for upAfter: misses
 // that alternate between a node that is away and others that answer (a
 // cluster) report one change, not one per miss. A failure after the last
-// success keeps it down; a success afterwards brings it up upAfter later.
+// success keeps it down; a success right after a failure brings it up
+// upAfter after the failure (settleUp), not at once.
 func TestReachabilitySettles(t *testing.T) {
 	changes := make(chan bool, 100)
 	c := &Client{started: time.Now(), quit: make(chan struct{}), onReachable: func(up bool, _ error) { changes <- up }}
@@ -843,14 +844,19 @@ func TestReachabilitySettles(t *testing.T) {
 		t.Fatalf("a change (up %v) with the last fetch failed", up)
 	case <-time.After(2 * upAfter):
 	}
-	c.setDown(false, nil)
+	c.setDown(true, failed)
+	lastFailure := time.Now()
+	c.setDown(false, nil) // a success right after it: up only upAfter later
 	select {
 	case up := <-changes:
 		if !up {
 			t.Fatal("reported down again")
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("not up 5 s after a success with no failure since")
+		if waited := time.Since(lastFailure); waited < upAfter-50*time.Millisecond {
+			t.Fatalf("up %v after the last failure, before upAfter (%v)", waited, upAfter)
+		}
+	case <-time.After(upAfter + 5*time.Second):
+		t.Fatal("not up 5 s past upAfter after a success with no failure since")
 	}
 	if c.down.Load() || len(changes) != 0 {
 		t.Fatalf("down %v, %d more changes", c.down.Load(), len(changes))

@@ -184,7 +184,9 @@ func (t *tracker) keep(n *nodeTracker) {
 			}
 			return
 		}
-		if err != nil && !n.reached.Load() {
+		if _, isReply := rueidis.IsRedisErr(err); isReply {
+			n.reachedNow() // it answered, if only to refuse
+		} else if err != nil && !n.reached.Load() {
 			n.unreachable.Store(true)
 		}
 		select {
@@ -325,6 +327,7 @@ func (t *tracker) role(n *nodeTracker, dc rueidis.DedicatedClient) (isReplica bo
 	defer cancel()
 	role, err := dc.Do(ctx, dc.B().Role().Build()).ToArray()
 	if _, isReply := rueidis.IsRedisErr(err); isReply {
+		n.reachedNow()
 		return false, nil
 	}
 	if err != nil || len(role) == 0 {
