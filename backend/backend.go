@@ -175,11 +175,10 @@ type job struct {
 // Client fetches keys from Redis. Create it with New, stop it with Close.
 type Client struct {
 	redis    atomic.Pointer[connection]
-	mode     atomic.Pointer[string] // what the client found: ModeStandalone, ModeCluster or ModeSentinel
-	quit     chan struct{}          // closed by Close: stops connect
-	dialling sync.WaitGroup         // connect
-	tls      bool                   // the connections are TLS
-	user     string                 // the ACL user they authenticate as
+	quit     chan struct{}  // closed by Close: stops connect
+	dialling sync.WaitGroup // connect
+	tls      bool           // the connections are TLS
+	user     string         // the ACL user they authenticate as
 	timeout  time.Duration
 	fetchTTL bool
 	versions Versions

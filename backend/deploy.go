@@ -41,10 +41,12 @@ const (
 	ModeSentinel   = "sentinel"
 )
 
-// connection is the rueidis client once made, or why there is none yet.
+// connection is the rueidis client once made, with what it talks to
+// (ModeStandalone, ModeCluster or ModeSentinel), or why there is none yet.
 type connection struct {
-	rc  rueidis.Client
-	err error
+	rc   rueidis.Client
+	mode string
+	err  error
 }
 
 // errSentinelNode is the one address of an auto client being a sentinel.
@@ -60,8 +62,8 @@ func (c *Client) client() (rueidis.Client, error) {
 // Mode is what the client talks to: ModeStandalone, ModeCluster or
 // ModeSentinel; ModeAuto until it knows.
 func (c *Client) Mode() string {
-	if m := c.mode.Load(); m != nil {
-		return *m
+	if cn := c.redis.Load(); cn.rc != nil {
+		return cn.mode
 	}
 	return ModeAuto
 }
@@ -101,8 +103,7 @@ func (c *Client) dial(opt rueidis.ClientOption, mode string) bool {
 		c.redis.Store(&connection{err: unavailable(err)})
 		return false
 	}
-	c.mode.Store(&mode)
-	c.redis.Store(&connection{rc: rc})
+	c.redis.Store(&connection{rc: rc, mode: mode})
 	return true
 }
 

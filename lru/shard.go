@@ -318,14 +318,14 @@ func (s *shard) rewrite(i uint32, key, value []byte, expiry int64, keep bool) {
 	e := &s.entries[i]
 	oldLen := s.vlen(e)
 	s.stats.bytes += int64(len(value) - oldLen)
-	if class := classOf(len(key) + len(value)); class != e.class() || class == bigClass {
+	if class, old := classOf(len(key)+len(value)), e.class(); class != old || class == bigClass {
 		loc, class, ok := s.store(key, value, keep)
 		if !ok {
 			s.stats.bytes -= int64(len(value) - oldLen)
 			s.remove(i, -1)
 			return
 		}
-		s.arena.release(e.loc, e.class())
+		s.arena.release(e.loc, old)
 		e.setRecord(loc, class, len(value))
 	} else { // the same slot: room for the new value
 		e.setRecord(e.loc, class, len(value))

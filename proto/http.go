@@ -490,7 +490,7 @@ func appendHead(dst []byte, status int, contentType string, length int, o *Respo
 	if status == 405 {
 		dst = append(dst, "\r\nAllow: GET, HEAD"...)
 	}
-	if status == 401 && o.Challenge != "" {
+	if o.Challenge != "" {
 		dst = append(dst, "\r\nWWW-Authenticate: "...)
 		dst = append(dst, o.Challenge...)
 	}

@@ -227,7 +227,11 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.clock.Store(int64(time.Since(s.started) / time.Second))
 	for why := refusedMaxClients; why < numRefusals; why++ { // a line a second at most, each
 		if n := s.refused[why].Load(); n != s.refusedLogged[why] {
-			s.log.Warn(refusals[why].log, "refused", n-s.refusedLogged[why], "max_clients", s.cfg.MaxClients)
+			attrs := []any{"refused", n - s.refusedLogged[why]}
+			if why == refusedMaxClients {
+				attrs = append(attrs, "max_clients", s.cfg.MaxClients)
+			}
+			s.log.Warn(refusals[why].log, attrs...)
 			s.refusedLogged[why] = n
 		}
 	}

@@ -46,7 +46,7 @@ func TestTLSBackend(t *testing.T) {
 	if state := proxyInfo(t, p.addr, "invalidation"); state != "on" {
 		t.Fatalf("invalidation: %s", state)
 	}
-	servesWithin(t, rc, "k", "v2", redis.Do, "SET", "k", "v2")
+	servesWithin(t, rc, redis.Do, "k", "v2")
 	if !strings.Contains(startedLine(t, p), "redis_tls=true redis_user=default") {
 		t.Fatalf("the started line does not say TLS:\n%s", p.stderr)
 	}
@@ -80,7 +80,7 @@ func TestTLSBackendVerification(t *testing.T) {
 	if got := respGet(rc, "k"); got != "v" {
 		t.Fatalf("GET k without verification: %q", got)
 	}
-	servesWithin(t, rc, "k", "v2", redis.Do, "SET", "k", "v2")
+	servesWithin(t, rc, redis.Do, "k", "v2")
 }
 
 // A proxy with an ACL user (--redis-user, --redis-password-file) allowed
@@ -116,7 +116,7 @@ func TestACLUser(t *testing.T) {
 	if state := proxyInfo(t, p.addr, "invalidation"); state != "on" {
 		t.Fatalf("invalidation as proxy: %s", state)
 	}
-	servesWithin(t, rc, "k", "v2", redis.Do, "SET", "k", "v2")
+	servesWithin(t, rc, redis.Do, "k", "v2")
 	if line := startedLine(t, p); !strings.Contains(line, "redis_tls=false redis_user=proxy") {
 		t.Fatalf("the started line does not name the user: %s", line)
 	}
@@ -138,16 +138,16 @@ func TestACLUser(t *testing.T) {
 	}
 }
 
-// servesWithin runs a write in Redis (through do: a Server's or a Cluster's
-// Do) and waits, at most invalidationBudget, until the proxy behind rc
-// serves want for key.
-func servesWithin(t *testing.T, rc *respConn, key, want string, do func(...any) resp.Value, write ...any) {
+// servesWithin sets key to want in Redis (through do: a Server's or a
+// Cluster's Do) and waits, at most invalidationBudget, until the proxy
+// behind rc serves it.
+func servesWithin(t *testing.T, rc *respConn, do func(...any) resp.Value, key, want string) {
 	t.Helper()
-	do(write...)
+	do("SET", key, want)
 	changed := time.Now()
 	for got := respGet(rc, key); got != want; got = respGet(rc, key) {
 		if time.Since(changed) > invalidationBudget {
-			t.Fatalf("after %v: %q still served %v after the change, want %q", write, got, time.Since(changed), want)
+			t.Fatalf("after SET %s %s: %q still served %v after the change", key, want, got, time.Since(changed))
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

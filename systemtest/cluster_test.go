@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/redis-proxy/redis-proxy/internal/redistest"
+	"github.com/tidwall/resp"
 )
 
 // faultKeys are the keys faultLoad reads ("hot:N", "cold:N") with their
@@ -26,6 +27,19 @@ func faultKeys() []string {
 		kv = append(kv, fmt.Sprint("cold:", i), fmt.Sprint("value-of-cold:", i))
 	}
 	return kv
+}
+
+// msetFaultKeys writes faultKeys into one Redis (do: a Server's Do), 1000
+// at a time.
+func msetFaultKeys(do func(...any) resp.Value) {
+	kv := faultKeys()
+	for i := 0; i < len(kv); i += 2000 {
+		args := []any{"MSET"}
+		for _, a := range kv[i:min(i+2000, len(kv))] {
+			args = append(args, a)
+		}
+		do(args...)
+	}
 }
 
 // checkLoad fails the test if the load got a wrong value, no answer, or an
@@ -86,9 +100,9 @@ func TestClusterBackend(t *testing.T) {
 	if got := proxyInfo(t, p.addr, "backend_mode"); got != "cluster" {
 		t.Fatalf("backend_mode %q, want cluster", got)
 	}
-	// trackedOnlyBy waits until the primaries, and only they, each hold one
-	// tracking connection: the proxy's.
-	trackedOnlyBy := func(primaries []*redistest.Server) {
+	// trackedOnlyBy waits until the primaries (as the test knows them now),
+	// and only they, each hold one tracking connection: the proxy's.
+	trackedOnlyBy := func() {
 		t.Helper()
 		eventually(t, "tracking on every primary and no replica", func() string {
 			var counts []string
@@ -107,7 +121,7 @@ func TestClusterBackend(t *testing.T) {
 			return ""
 		})
 	}
-	trackedOnlyBy(primaries)
+	trackedOnlyBy()
 	rc := dialRESP(t, p.addr)
 
 	// The hot keys live on every primary; one MGET reads them all, with a
@@ -145,8 +159,8 @@ func TestClusterBackend(t *testing.T) {
 	// invalidation can), and is then written back.
 	for _, keys := range byNode {
 		key := keys[0]
-		servesWithin(t, rc, key, "new", cluster.Do, "SET", key, "new")
-		servesWithin(t, rc, key, "value-of-"+key, cluster.Do, "SET", key, "value-of-"+key)
+		servesWithin(t, rc, cluster.Do, key, "new")
+		servesWithin(t, rc, cluster.Do, key, "value-of-"+key)
 	}
 
 	// Reshard 2,000 slots from one primary to another, under load.
@@ -179,7 +193,7 @@ func TestClusterBackend(t *testing.T) {
 	stop()
 	checkLoad(t, &load, 0)
 	primaries[1] = promoted
-	trackedOnlyBy(primaries)
+	trackedOnlyBy()
 
 	// Keys that moved are invalidated by their new primary, and that is
 	// the promoted replica now.
@@ -187,14 +201,14 @@ func TestClusterBackend(t *testing.T) {
 	for _, key := range byNode[from] {
 		if cluster.Owner(key) == promoted {
 			movedOnes++
-			servesWithin(t, rc, key, "after-move", cluster.Do, "SET", key, "after-move")
+			servesWithin(t, rc, cluster.Do, key, "after-move")
 		}
 	}
 	if movedOnes == 0 {
 		t.Fatalf("none of %d keys of %s moved to %s", len(byNode[from]), from.Addr, to.Addr)
 	}
 	key := byNode[to][0]
-	servesWithin(t, rc, key, "after-failover", cluster.Do, "SET", key, "after-failover")
+	servesWithin(t, rc, cluster.Do, key, "after-failover")
 	t.Logf("%d hot keys moved with the resharding, each invalidated by their new primary", movedOnes)
 }
 
@@ -205,10 +219,7 @@ func TestClusterBackend(t *testing.T) {
 func TestSentinelBackend(t *testing.T) {
 	t.Parallel()
 	s := redistest.StartSentinel(t)
-	kv := faultKeys()
-	for i := 0; i < len(kv); i += 2000 {
-		s.Primary.Do(append([]any{"MSET"}, anys(kv[i:min(i+2000, len(kv))])...)...)
-	}
+	msetFaultKeys(s.Primary.Do)
 	p := startProxy(t, s.Sentinel.Addr, "--sentinel-master", s.Master, "--ttl", "1h", "--capacity", "1000000", "--backend-timeout", "5s")
 	if got := proxyInfo(t, p.addr, "backend_mode"); got != "sentinel" {
 		t.Fatalf("backend_mode %q, want sentinel", got)
@@ -217,8 +228,8 @@ func TestSentinelBackend(t *testing.T) {
 	if got := respGet(rc, "hot:1"); got != "value-of-hot:1" {
 		t.Fatalf("GET hot:1: %q", got)
 	}
-	servesWithin(t, rc, "hot:1", "v2", s.Primary.Do, "SET", "hot:1", "v2")
-	servesWithin(t, rc, "hot:1", "value-of-hot:1", s.Primary.Do, "SET", "hot:1", "value-of-hot:1")
+	servesWithin(t, rc, s.Primary.Do, "hot:1", "v2")
+	servesWithin(t, rc, s.Primary.Do, "hot:1", "value-of-hot:1")
 
 	var load faultLoad
 	stop := runLoad(t, p.addr, &load)
@@ -242,29 +253,11 @@ func TestSentinelBackend(t *testing.T) {
 	// Misses may fail while the proxy moves to the new primary; hits may not.
 	checkLoad(t, &load, load.errored.Load())
 
-	eventually(t, "tracking on the new primary", func() string {
-		if got := proxyInfo(t, p.addr, "invalidation"); got != "on" {
-			return got
-		}
-		return ""
-	})
+	awaitInfo(t, p.addr, "tracking on the new primary", "invalidation", "on")
 	s.Primary.Do("SET", "after-failover", "new")
 	if got := respGet(rc, "after-failover"); got != "new" {
 		t.Fatalf("GET of a key written after the failover: %q", got)
 	}
-	servesWithin(t, rc, "after-failover", "newer", s.Primary.Do, "SET", "after-failover", "newer")
-	eventually(t, "backend_status up after the failover", func() string {
-		if got := proxyInfo(t, p.addr, "backend_status"); got != "up" {
-			return got
-		}
-		return ""
-	})
-}
-
-func anys(ss []string) []any {
-	a := make([]any, len(ss))
-	for i, s := range ss {
-		a[i] = s
-	}
-	return a
+	servesWithin(t, rc, s.Primary.Do, "after-failover", "newer")
+	awaitInfo(t, p.addr, "backend_status up after the failover", "backend_status", "up")
 }

@@ -29,6 +29,17 @@ func goroutines(t testing.TB, pprof string) int {
 }
 
 // proxyInfo returns one field of the proxy's INFO.
+// awaitInfo waits (what) until field of the INFO of the proxy at addr is want.
+func awaitInfo(t testing.TB, addr, what, field, want string) {
+	t.Helper()
+	eventually(t, what, func() string {
+		if got := proxyInfo(t, addr, field); got != want {
+			return field + ":" + got
+		}
+		return ""
+	})
+}
+
 func proxyInfo(t testing.TB, addr, field string) string {
 	return proxyInfoAs(t, addr, "", field)
 }
@@ -70,12 +81,7 @@ func TestCoalescedMisses(t *testing.T) {
 		conns[i] = dialRESP(t, p.addr)
 		conns[i].send([]string{"GET", "hot"})
 	}
-	eventually(t, "all clients waiting on one GET", func() string {
-		if got := proxyInfo(t, p.addr, "backend_coalesced"); got != fmt.Sprint(clients-1) {
-			return "backend_coalesced:" + got
-		}
-		return ""
-	})
+	awaitInfo(t, p.addr, "all clients waiting on one GET", "backend_coalesced", fmt.Sprint(clients-1))
 	redis.Resume()
 	for i, rc := range conns {
 		if got := show(rc.read()); got != "value" {
@@ -175,18 +181,7 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 // failing them.
 func TestRedisFaultsUnderLoad(t *testing.T) {
 	redis := redistest.Start(t)
-	for i := range 50 {
-		redis.Do("SET", fmt.Sprint("hot:", i), fmt.Sprint("value-of-hot:", i))
-	}
-	for i := range 20000 {
-		if i%1000 == 0 {
-			args := []any{"MSET"}
-			for j := i; j < i+1000; j++ {
-				args = append(args, fmt.Sprint("cold:", j), fmt.Sprint("value-of-cold:", j))
-			}
-			redis.Do(args...)
-		}
-	}
+	msetFaultKeys(redis.Do)
 	redis.Do("SAVE") // a restart loads the same data
 	const timeout = 300 * time.Millisecond
 	pprof := fmt.Sprintf("127.0.0.1:%d", redistest.FreePort(t))
@@ -258,12 +253,7 @@ func TestRedisFaultsUnderLoad(t *testing.T) {
 	// hanging Redis: the hang must find them cached. (Hanging Redis while the
 	// tracker is still reconnecting, as a fixed sleep here used to, let the
 	// clear land just before the hang: hot keys then timed out as misses.)
-	eventually(t, "invalidation tracking back on after the restart", func() string {
-		if got := proxyInfo(t, p.addr, "invalidation"); got != "on" {
-			return got
-		}
-		return ""
-	})
+	awaitInfo(t, p.addr, "invalidation tracking back on after the restart", "invalidation", "on")
 	cacheHot()
 
 	redis.Pause() // hung: misses time out, each after the backend timeout

@@ -24,12 +24,7 @@ func TestInvalidation(t *testing.T) {
 	redis := redistest.Start(t)
 	p := startProxy(t, redis.Addr, "--ttl", "1h")
 	rc := dialRESP(t, p.addr)
-	eventually(t, "tracking on", func() string {
-		if got := proxyInfo(t, p.addr, "invalidation"); got != "on" {
-			return got
-		}
-		return ""
-	})
+	awaitInfo(t, p.addr, "tracking on", "invalidation", "on")
 	var slowest time.Duration
 	// visible polls until the proxy serves want for key, failing once
 	// invalidationBudget has passed since the change (at changed).
@@ -136,12 +131,7 @@ func TestRevalidationAfterRestart(t *testing.T) {
 	redis.Restart() // empty, and the tracking connection is gone
 	redis.Do("SET", "k", "after")
 	redis.Do("SET", "j", "kept")
-	eventually(t, "tracking back on", func() string {
-		if got := proxyInfo(t, p.addr, "invalidation"); got != "on" {
-			return got
-		}
-		return ""
-	})
+	awaitInfo(t, p.addr, "tracking back on", "invalidation", "on")
 	if got := respGet(rc, "k"); got != "after" {
 		t.Fatalf("k after the restart: %q (a value from before it, served as fresh)", got)
 	}

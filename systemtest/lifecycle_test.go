@@ -125,12 +125,7 @@ func TestGracefulShutdown(t *testing.T) {
 	redis.Pause()
 	defer redis.Resume() // on a failure below, not to leave it stopped
 	rc.send([]string{"GET", "slow"})
-	eventually(t, "the fetch in flight, Redis hung", func() string {
-		if got := proxyInfo(t, p.addr, "backend_answers_pending"); got != "1" {
-			return "backend_answers_pending:" + got
-		}
-		return ""
-	})
+	awaitInfo(t, p.addr, "the fetch in flight, Redis hung", "backend_answers_pending", "1")
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	// Draining: a new connection is closed at once instead of answered.
 	eventually(t, "the proxy draining after SIGTERM", func() string {

@@ -106,6 +106,11 @@ func TestValueSizes(t *testing.T) {
 	}
 }
 
+// deadlineResolution is how finely the cache keeps deadlines: to the
+// millisecond, rounded up (lru's packExpiry), so an entry is never dropped
+// before its TTL and served at most 1 ms past it.
+const deadlineResolution = time.Millisecond
+
 // A value changed in Redis is served stale until the TTL, then fresh.
 //
 // The entry is stored between start and cached, so it expires between
@@ -114,11 +119,6 @@ func TestValueSizes(t *testing.T) {
 // value when answered before start+ttl, the new one when sent after that,
 // and either in between. Every read is checked; the first is
 // sent a few ms after the caching, far within the TTL.
-// deadlineResolution is how finely the cache keeps deadlines: to the
-// millisecond, rounded up (lru's packExpiry), so an entry is never dropped
-// before its TTL and served at most 1 ms past it.
-const deadlineResolution = time.Millisecond
-
 func TestTTL(t *testing.T) {
 	redis := redistest.Start(t)
 	const ttl = time.Second

@@ -26,12 +26,7 @@ func TestProxiesSideBySide(t *testing.T) {
 	}
 	clients := make([]*respConn, len(proxies))
 	for i, p := range proxies {
-		eventually(t, fmt.Sprintf("proxy %d tracking on", i), func() string {
-			if got := proxyInfo(t, p.addr, "invalidation"); got != "on" {
-				return got
-			}
-			return ""
-		})
+		awaitInfo(t, p.addr, fmt.Sprintf("proxy %d tracking on", i), "invalidation", "on")
 		clients[i] = dialRESP(t, p.addr)
 	}
 	if n := trackingClients(redis); n != len(proxies) {

@@ -215,10 +215,11 @@ func (c *config) validate() error {
 	if err := checkAddr("--listen", c.listen); err != nil {
 		return err
 	}
-	if err := checkRedis(c.redis); err != nil {
+	u := redisURL(c.redis)
+	if err := checkRedis(c.redis, u); err != nil {
 		return err
 	}
-	if err := c.readRedisFiles(); err != nil {
+	if err := c.readRedisFiles(u); err != nil {
 		return err
 	}
 	switch c.redisMode {
@@ -229,8 +230,7 @@ func (c *config) validate() error {
 	if c.sentinelMaster != "" && c.redisMode != backend.ModeAuto && c.redisMode != backend.ModeSentinel {
 		return usageError{"--sentinel-master: the primary's name is for --redis-mode sentinel, not " + c.redisMode}
 	}
-	if u, err := url.Parse(c.redis); c.redisMode == backend.ModeSentinel && c.sentinelMaster == "" &&
-		(err != nil || !u.Query().Has("master_set")) {
+	if c.redisMode == backend.ModeSentinel && c.sentinelMaster == "" && (u == nil || !u.Query().Has("master_set")) {
 		return usageError{"--redis-mode sentinel: --sentinel-master must name the primary the sentinels watch"}
 	}
 	prefixes := trackPrefixes(c.trackPrefixes)
@@ -293,15 +293,27 @@ func checkPort(port string) error {
 	return err
 }
 
-// checkRedis checks the ports of --redis, in any form; the rest of the
-// address (and the URL) is for the backend to judge.
-func checkRedis(addr string) error {
+// redisURL is --redis parsed, if it is a URL that parses; nil for host:port
+// (or a list of them), and for a URL that does not parse, which the backend
+// refuses with the reason.
+func redisURL(addr string) *url.URL {
+	if !strings.Contains(addr, "://") {
+		return nil
+	}
+	u, err := url.Parse(addr)
+	if err != nil {
+		return nil
+	}
+	return u
+}
+
+// checkRedis checks the ports of --redis (u, when it is a URL), in any
+// form; the rest of the address (and the URL) is for the backend to judge.
+func checkRedis(addr string, u *url.URL) error {
 	var ports []string
-	if strings.Contains(addr, "://") {
-		if u, err := url.Parse(addr); err == nil {
-			ports = append(ports, u.Port())
-		}
-	} else {
+	if u != nil {
+		ports = append(ports, u.Port())
+	} else if !strings.Contains(addr, "://") {
 		for _, a := range strings.Split(addr, ",") {
 			if _, p, err := net.SplitHostPort(strings.TrimSpace(a)); err == nil {
 				ports = append(ports, p)
@@ -317,15 +329,14 @@ func checkRedis(addr string) error {
 }
 
 // readRedisFiles reads the password and the CA bundle the --redis-* flags
-// name, after checking that they do not say twice what --redis says.
-func (c *config) readRedisFiles() error {
+// name, after checking that they do not say twice what --redis (u, when it
+// is a URL) says.
+func (c *config) readRedisFiles(u *url.URL) error {
 	var inURL *url.Userinfo // nil for host:port; its methods take nil
 	scheme, skipVerify := "", false
-	if strings.Contains(c.redis, "://") {
-		if u, err := url.Parse(c.redis); err == nil {
-			inURL, scheme = u.User, u.Scheme
-			skipVerify, _ = strconv.ParseBool(u.Query().Get("skip_verify"))
-		}
+	if u != nil {
+		inURL, scheme = u.User, u.Scheme
+		skipVerify, _ = strconv.ParseBool(u.Query().Get("skip_verify"))
 	}
 	tlsFlags := c.redisTLSCA != "" || c.redisTLSInsecure
 	if tlsFlags && scheme == "unix" {

@@ -98,43 +98,11 @@ func (c *Cluster) awaitOK() {
 	}
 }
 
-// Addrs is the nodes' addresses, comma-separated.
-func (c *Cluster) Addrs() string {
-	addrs := make([]string, len(c.Nodes))
-	for i, s := range c.Nodes {
-		addrs[i] = s.Addr
-	}
-	return strings.Join(addrs, ",")
-}
-
 // Do sends a command whose first argument is a key to the node serving the
-// key's slot, following MOVED and ASK as a cluster client does.
+// key's slot (the cluster settled: no slot of it migrating).
 func (c *Cluster) Do(args ...any) resp.Value {
 	c.t.Helper()
-	s := c.Nodes[0]
-	for range 5 {
-		v, err := s.try(args...)
-		if err != nil {
-			c.t.Fatalf("redis %s %v: %v", s.Addr, args, err)
-		}
-		word, rest, _ := strings.Cut(v.String(), " ")
-		switch {
-		case v.Type() != resp.Error:
-			return v
-		case word == "MOVED":
-			s = c.node(rest)
-		case word == "ASK":
-			vs, err := c.node(rest).pipeline([]any{"ASKING"}, args)
-			if err != nil {
-				c.t.Fatalf("redis %v after ASK: %v", args, err)
-			}
-			return vs[1]
-		default:
-			c.t.Fatalf("redis %s %v: %s", s.Addr, args, v.String())
-		}
-	}
-	c.t.Fatalf("redis %v: still redirected after 5 tries", args)
-	return resp.Value{}
+	return c.Owner(args[1].(string)).Do(args...)
 }
 
 // Set writes pairs of keys and values, each to the node serving its slot,
@@ -160,19 +128,6 @@ func (c *Cluster) Set(kv ...string) {
 			c.t.Fatalf("cluster SET: %v", err)
 		}
 	}
-}
-
-// node is the node a MOVED or ASK reply ("slot host:port") names.
-func (c *Cluster) node(redirect string) *Server {
-	c.t.Helper()
-	_, addr, _ := strings.Cut(redirect, " ")
-	for _, s := range c.Nodes {
-		if s.Addr == addr {
-			return s
-		}
-	}
-	c.t.Fatalf("redirected to %q, not a node of the cluster", redirect)
-	return nil
 }
 
 // Owner is the node serving key's slot.

@@ -149,15 +149,6 @@ func (s *Server) Do(args ...any) resp.Value {
 }
 
 func (s *Server) try(args ...any) (resp.Value, error) {
-	vs, err := s.pipeline(args)
-	if err != nil {
-		return resp.Value{}, err
-	}
-	return vs[0], nil
-}
-
-// pipeline sends commands over one fresh connection and returns their replies.
-func (s *Server) pipeline(cmds ...[]any) ([]resp.Value, error) {
 	dialer := &net.Dialer{Timeout: time.Second}
 	var c net.Conn
 	var err error
@@ -167,25 +158,20 @@ func (s *Server) pipeline(cmds ...[]any) ([]resp.Value, error) {
 		c, err = dialer.Dial("tcp", s.Addr)
 	}
 	if err != nil {
-		return nil, err
+		return resp.Value{}, err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	w := bufio.NewWriter(c)
-	for _, args := range cmds {
-		if err := resp.NewWriter(w).WriteMultiBulk(args[0].(string), args[1:]...); err != nil {
-			return nil, err
-		}
+	if err := resp.NewWriter(w).WriteMultiBulk(args[0].(string), args[1:]...); err != nil {
+		return resp.Value{}, err
 	}
 	if err := w.Flush(); err != nil {
-		return nil, err
+		return resp.Value{}, err
 	}
-	r := resp.NewReader(c)
-	vs := make([]resp.Value, len(cmds))
-	for i := range vs {
-		if vs[i], _, err = r.ReadValue(); err != nil {
-			return nil, fmt.Errorf("reading reply: %w", err)
-		}
+	v, _, err := resp.NewReader(c).ReadValue()
+	if err != nil {
+		return resp.Value{}, fmt.Errorf("reading reply: %w", err)
 	}
-	return vs, nil
+	return v, nil
 }
