@@ -538,7 +538,12 @@ func withTTL(r Result, pttl rueidis.RedisResult) Result {
 }
 
 func (c *Client) result(res rueidis.RedisResult) Result {
-	v, err := res.AsBytes()
+	return c.outcome(res.AsBytes())
+}
+
+// outcome is the Result of a GET that read v or ended in err, which it
+// counts, and from which it learns whether Redis can be reached.
+func (c *Client) outcome(v []byte, err error) Result {
 	switch {
 	case err == nil:
 		c.setDown(false, nil)

@@ -238,6 +238,13 @@ func (c *Cache) Set(key string, value []byte) {
 	c.shardOf(h).set(bytesOf(key), value, h, c.clock(), c.ttl, anyVersion, false)
 }
 
+// Keeps reports whether a value of n bytes for key would be cached: not
+// when the cache holds nothing, the key is longer than 64 KiB, or the
+// record is larger than its shard's share of MaxBytes.
+func (c *Cache) Keeps(key string, n int) bool {
+	return c.shardOf(xxhash.Sum64String(key)).keeps(len(key), n)
+}
+
 // Version returns a token to take before fetching key's value: store the
 // value with SetIfVersion, and a value that an invalidation of key (or a
 // Clear) may have made stale while it was in flight is dropped.

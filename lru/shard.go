@@ -253,12 +253,18 @@ func (s *shard) changedSince(h, version uint64) bool {
 	return changed
 }
 
+// keeps reports whether the shard's limits let it hold a key of klen bytes
+// with a value of vlen.
+func (s *shard) keeps(klen, vlen int) bool {
+	return s.capacity > 0 && klen <= maxKeyLen && (s.maxBytes == 0 || int64(klen+vlen) <= s.maxBytes)
+}
+
 // set stores key and value to live for life from now (see Cache.Set); keep
 // lets a big record adopt value rather than copy it (Cache.SetIfVersion).
 func (s *shard) set(key, value []byte, h uint64, now, life int64, version uint64, keep bool) {
 	expiry := packExpiry(now, life)
 	size := len(key) + len(value)
-	cacheable := s.capacity > 0 && len(key) <= maxKeyLen && (s.maxBytes == 0 || int64(size) <= s.maxBytes)
+	cacheable := s.keeps(len(key), len(value))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if version != anyVersion && s.changedSince(h, version) {

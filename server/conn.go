@@ -118,6 +118,7 @@ type conn struct {
 	need       int           // bytes the incomplete request at the front needs, when known
 	held       *heldInput    // input moved out of gnet's buffer, if any
 	limit      *clientBucket // its client's bucket (--rate-limit-per-client), or nil
+	stream     *valueStream  // the value being streamed to it from Redis, if any
 
 	queue       []*slot // answers not yet written; queue[head:] are live
 	head        int
@@ -181,6 +182,8 @@ type slot struct {
 	// follows it.
 	body     []byte
 	bodyCRLF bool
+	// stream is a value streamed from Redis (stream.go), while it is.
+	stream *valueStream
 
 	parts     [][]byte // kindMGET: the encoded elements from the first miss on
 	partBytes int      // kindMGET: their total length
@@ -422,9 +425,14 @@ func (s *Server) flush(cn *conn) bool {
 		for _, p := range sl.parts {
 			lp.out = append(lp.out, p...)
 		}
-		if sl.body != nil {
+		if sl.body != nil || sl.stream != nil {
 			sl.out, sl.parts = sl.out[:0], nil // gathered: not again when the body resumes
-			done := s.writeBody(cn, sl)
+			var done bool
+			if sl.stream != nil {
+				done = s.writeStream(cn, sl)
+			} else {
+				done = s.writeBody(cn, sl)
+			}
 			cn.account(sl)
 			if cn.closed {
 				lp.out = lp.out[:0] // nothing of cn's may reach the loop's next client
@@ -496,12 +504,7 @@ func (s *Server) writeBody(cn *conn, sl *slot) bool {
 		if cn.closed {
 			return false
 		}
-		if cn.c.OutboundBuffered() > outputLow {
-			cn.lp.watchEvery = watchInterval // the client was reading: look again soon
-			if !cn.blocked {
-				cn.blocked = true
-				s.watch(cn)
-			}
+		if s.waitsForReader(cn) {
 			return false
 		}
 		n := min(len(sl.body), bodyChunk)
@@ -519,11 +522,29 @@ func (s *Server) writeBody(cn *conn, sl *slot) bool {
 	return true
 }
 
+// waitsForReader reports whether more than outputLow of cn's output is
+// unsent; cn then stops (blocked) until the watch sees its client read.
+func (s *Server) waitsForReader(cn *conn) bool {
+	if cn.c.OutboundBuffered() <= outputLow {
+		return false
+	}
+	cn.lp.watchEvery = watchInterval // the client was reading: look again soon
+	if !cn.blocked {
+		cn.blocked = true
+		s.watch(cn)
+	}
+	return true
+}
+
 // bodyStalled reports whether the answer at the head of cn's FIFO is a large
 // value waiting for the client to read it.
 func (cn *conn) bodyStalled() bool {
-	return cn.queued() > 0 && cn.queue[cn.head].ready && cn.queue[cn.head].body != nil
+	return cn.queued() > 0 && cn.queue[cn.head].ready && cn.queue[cn.head].large()
 }
+
+// large reports whether sl's answer is a large value written as the client
+// reads it: by reference, or streamed.
+func (sl *slot) large() bool { return sl.body != nil || sl.stream != nil }
 
 // referBulk answers in sl with v as a RESP bulk, v written by reference
 // (bodyAt).
@@ -550,7 +571,7 @@ func fetchBytes[K string | []byte](key K) int { return fetchCost + len(key) }
 // bodyQueued reports whether a large value waits in cn's FIFO.
 func (cn *conn) bodyQueued() bool {
 	for _, sl := range cn.queue[cn.head:] {
-		if sl.body != nil {
+		if sl.large() {
 			return true
 		}
 	}
@@ -849,7 +870,12 @@ func (s *Server) orStale(key string, r backend.Result) (_ backend.Result, stale 
 // reports whether the connection was not yet among those to answer.
 func (s *Server) deliver(d *delivery) (first bool) {
 	cn, sl := d.cn, d.sl
-	r, stale, age := s.orStale(d.key, d.r)
+	// A streamed value that has begun is all written already, or on its way.
+	streamed := sl.stream != nil && !cn.closed && s.streamEnded(cn, sl, d.r)
+	r, stale, age := d.r, false, int64(0)
+	if !streamed {
+		r, stale, age = s.orStale(d.key, d.r)
+	}
 	if stale {
 		s.staleAnswers.Add(1)
 	}
@@ -857,7 +883,9 @@ func (s *Server) deliver(d *delivery) (first bool) {
 		return false
 	}
 	sl.inFlight -= fetchBytes(d.key)
-	s.fill(cn.lp, sl, d.part, d.key, r, stale, age)
+	if !streamed {
+		s.fill(cn.lp, sl, d.part, d.key, r, stale, age)
+	}
 	cn.account(sl)
 	first = !cn.touched
 	cn.touched = true
@@ -886,6 +914,7 @@ func (s *Server) fill(lp *loop, sl *slot, part int, key string, r backend.Result
 	switch sl.kind {
 	case kindGET:
 		if r.Found && len(r.Value) >= bodyAt {
+			s.noteLarge(key, len(r.Value))
 			sl.referBulk(r.Value)
 		} else {
 			sl.out = appendRESPResult(sl.out, r, sl.resp3)
@@ -899,6 +928,7 @@ func (s *Server) fill(lp *loop, sl *slot, part int, key string, r backend.Result
 			sl.http.CacheStatus, sl.http.Age = cacheStale, age
 		}
 		if r.Found && byReference(&sl.http, len(r.Value)) {
+			s.noteLarge(key, len(r.Value))
 			sl.referValue(&sl.http, r.Value)
 		} else {
 			sl.out = appendHTTPResult(sl.out, &sl.http, []byte(key), r)

@@ -93,7 +93,7 @@ func (s *Server) serveHTTP(cn *conn, buf []byte) int {
 		sl = cn.push()
 	}
 	sl.ready, sl.kind, sl.http = false, kindHTTP, o
-	s.fetch(cn, sl, string(req.Key), 0)
+	s.fetchValue(cn, sl, string(req.Key))
 	return n
 }
 

@@ -68,6 +68,7 @@ type Stats struct {
 	Denied       uint64             // connections protected mode turned away
 	InFlight     int64              // fetches asked for whose answers are not delivered yet
 	StaleAnswers uint64             // failed fetches answered with a stale value (--stale-if-error)
+	Streamed     uint64             // large values streamed from Redis as they arrived
 	Loops        int                // event loops
 }
 
@@ -75,7 +76,8 @@ type Stats struct {
 // here, so that reading them costs the request path nothing.
 func (s *Server) Stats() Stats {
 	st := Stats{Clients: s.clients.Load(), Accepted: s.accepted.Load(), Rejected: s.refused[refusedMaxClients].Load(), Denied: s.refused[refusedProtected].Load(),
-		InFlight: s.pending.Load(), Loops: s.cfg.Loops, StaleAnswers: s.staleAnswers.Load()}
+		InFlight: s.pending.Load(), Loops: s.cfg.Loops, StaleAnswers: s.staleAnswers.Load(),
+		Streamed: s.streamed.Load()}
 	s.loopsMu.Lock()
 	for _, lp := range s.loops {
 		for r := range NumResults {
@@ -151,6 +153,7 @@ func (s *Server) info(asked [][]byte) string {
 			field("expired_keys", cs.Expirations)
 			field("invalidated_keys", cs.Invalidations)
 			field("stale_answers", st.StaleAnswers)
+			field("streamed_values", st.Streamed)
 			field("rate_limited_proxy", st.RateLimited[limitProxy])
 			field("rate_limited_client", st.RateLimited[limitClient])
 		case "proxy":

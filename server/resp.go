@@ -168,7 +168,7 @@ func (s *Server) get(cn *conn, key []byte) {
 		sl = cn.push()
 	}
 	sl.ready, sl.kind, sl.resp3 = false, kindGET, cn.resp3
-	s.fetch(cn, sl, string(key), 0)
+	s.fetchValue(cn, sl, string(key))
 }
 
 // mget answers MGET. The hits up to the first miss are encoded where the

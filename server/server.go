@@ -92,6 +92,10 @@ type Server struct {
 	// passwordDigest is the SHA-256 of cfg.RequirePass (auth.go).
 	passwordDigest [sha256.Size]byte
 	staleAnswers   atomic.Uint64 // failed fetches answered with a stale value
+	// large holds the hashes of keys whose values are streamed (stream.go).
+	large    [largeSlots]atomic.Uint64
+	streams  atomic.Int64  // transfers under way
+	streamed atomic.Uint64 // transfers started
 	// refusedLogged is refused as last logged (OnTick's only).
 	refusedLogged [numRefusals]uint64
 	pending       atomic.Int64 // fetches issued whose answers have not been delivered
@@ -387,6 +391,9 @@ func (s *Server) OnClose(c gnet.Conn, _ error) gnet.Action {
 	}
 	cn.closed = true
 	cn.dropHeld()
+	if cn.stream != nil {
+		cn.stream.stop()
+	}
 	if cn.limit != nil {
 		s.limits.close(cn.limit)
 	}

@@ -507,3 +507,30 @@ func TestLargeValueMemory(t *testing.T) {
 	t.Logf("peak RSS grew %d MiB for a %d MiB value read 10 times", growth>>20, len(value)>>20)
 	bound(t, "peak RSS growth", growth, 2*int64(len(value))+16<<20)
 }
+
+// A large value the cache does not keep (--capacity 0 here) is fetched on
+// every read, and streamed from Redis to the client from the second read on
+// (server/stream.go): every read over either protocol gets the whole value,
+// and the proxy's memory does not grow by a copy per read.
+func TestLargeValueStreamed(t *testing.T) {
+	redis := redistest.Start(t)
+	value := strings.Repeat("0123456789abcdef", 20<<16) // 20 MiB
+	redis.Do("SET", "big", value)
+	p := startProxy(t, redis.Addr, "--capacity", "0", "--backend-timeout", "10s")
+	before := p.procStatus("VmRSS")
+	hc, rc := dialHTTP(t, p.addr), dialRESP(t, p.addr)
+	for i := range 3 {
+		if got := respGet(rc, "big"); got != value {
+			t.Fatalf("RESP read %d: %d bytes", i, len(got))
+		}
+		if status, body := hc.get("big"); status != 200 || body != value {
+			t.Fatalf("HTTP read %d: status %d, %d bytes", i, status, len(body))
+		}
+	}
+	if got := proxyInfo(t, p.addr, "streamed_values"); got != "5" {
+		t.Fatalf("streamed_values %s, want 5 (every read but the first)", got)
+	}
+	growth := int64(p.procStatus("VmHWM")-before) << 10
+	t.Logf("peak RSS grew %d MiB for a %d MiB value fetched 6 times", growth>>20, len(value)>>20)
+	bound(t, "peak RSS growth", growth, 2*int64(len(value))+16<<20)
+}

@@ -147,6 +147,7 @@ var (
 	descArenaBytes    = desc("cache_arena_bytes", "Bytes the cache's arenas hold, used or free.")
 	descRateLimited   = desc("rate_limited_total", "Key reads refused over --rate-limit (limit=\"proxy\") or --rate-limit-per-client (limit=\"client\"); also counted as requests with result=\"refused\".", "limit")
 	descStale         = desc("stale_answers_total", "Failed fetches answered with a stale value (--stale-if-error).")
+	descStreamed      = desc("streamed_values_total", "Large values streamed from Redis as they arrived (misses of keys the cache does not keep).")
 	descFetches       = desc("backend_fetches_total", "GETs sent to Redis.")
 	descErrors        = desc("backend_errors_total", "GETs that ended in an error (a missing key is not one).")
 	descCoalesced     = desc("backend_coalesced_total", "Fetches that joined a GET of the same key already under way.")
@@ -187,6 +188,7 @@ func (a *admin) Collect(ch chan<- prometheus.Metric) {
 	gauge(descBytes, float64(cs.Bytes))
 	gauge(descArenaBytes, float64(cs.ArenaBytes))
 	counter(descStale, ss.StaleAnswers)
+	counter(descStreamed, ss.Streamed)
 	for l, name := range server.LimitNames {
 		counter(descRateLimited, ss.RateLimited[l], name)
 	}
