@@ -237,6 +237,9 @@ func New(cfg Config) (*Client, error) {
 	// nodes), a missed +switch-master is caught up with.
 	opt.ClusterOption.ShardsRefreshInterval = 10 * time.Second
 	opt.Sentinel.TopologyRefreshInterval = 5 * time.Second
+	// Streamed values (stream.go) take connections of their own from a
+	// pool: let those a burst opened go once idle.
+	opt.BlockingPoolCleanup = 30 * time.Second
 	opt.AlwaysPipelining = true
 	opt.DisableRetry = true
 	opt.DisableCache = true

@@ -85,7 +85,7 @@ type streamWriter struct {
 // ReadFrom reads a bulk reply's value, r an io.LimitedReader of its length.
 func (w *streamWriter) ReadFrom(r io.Reader) (int64, error) {
 	lr, ok := r.(*io.LimitedReader)
-	if !ok {
+	if !ok || w.started { // a RESP3 streamed string, in parts: never for a GET
 		return 0, errNoLength
 	}
 	w.started = true

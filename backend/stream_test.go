@@ -101,7 +101,7 @@ func TestStreamStoppedBySink(t *testing.T) {
 // fetch timeout with an error after Start: the value is cut short.
 func TestStreamCutShort(t *testing.T) {
 	redis := redistest.Start(t)
-	c := newConnected(t, Config{Addr: redis.Addr, Timeout: 500 * time.Millisecond, MaxParallel: 1, QueueLen: 8})
+	c := newConnected(t, Config{Addr: redis.Addr, Timeout: 2 * time.Second, MaxParallel: 1, QueueLen: 8})
 	value := strings.Repeat("v", 48<<20) // far more than the socket buffers hold
 	redis.Do("SET", "big", value)
 	sink := newSink()

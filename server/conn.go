@@ -217,6 +217,9 @@ func (cn *conn) push() *slot {
 // account brings cn.queuedBytes up to date with what sl holds now.
 func (cn *conn) account(sl *slot) {
 	n := len(sl.out) + sl.partBytes + sl.inFlight + len(sl.body)
+	if sl.stream != nil {
+		n += sl.stream.unwritten
+	}
 	cn.queuedBytes += n - sl.size
 	sl.size = n
 }
@@ -537,9 +540,14 @@ func (s *Server) waitsForReader(cn *conn) bool {
 }
 
 // bodyStalled reports whether the answer at the head of cn's FIFO is a large
-// value waiting for the client to read it.
+// value waiting for the client to read it (a streamed one may be waiting
+// for Redis instead, unless the client has much unread).
 func (cn *conn) bodyStalled() bool {
-	return cn.queued() > 0 && cn.queue[cn.head].ready && cn.queue[cn.head].large()
+	if cn.queued() == 0 {
+		return false
+	}
+	sl := cn.queue[cn.head]
+	return sl.ready && (sl.body != nil || sl.stream != nil && cn.blocked)
 }
 
 // large reports whether sl's answer is a large value written as the client

@@ -14,18 +14,25 @@
 // value answered by reference), while the transfer from Redis goes on at
 // Redis's pace. A key whose value turns out small, or missing, is forgotten.
 // A value the cache keeps is not streamed: it is a hit from its second read.
+// An error reply before the value (a cluster's MOVED or ASK, which rueidis
+// follows for pipelined GETs but not on a streaming connection; WRONGTYPE)
+// forgets the key and asks again the usual way.
 //
 // The transfer runs on a goroutine of its own (it holds a Redis connection
-// of its own for its length), at most one per client connection and
-// maxStreams in all; other misses of large keys take the usual path
-// meanwhile. Hand-offs: the goroutine appends pieces to the valueStream
+// of its own for its length). At most one runs per key (others reading the
+// key meanwhile take the usual path, where concurrent misses of a key share
+// one GET), one per client connection until its value is written (so a
+// connection buffers at most one streamed value, counted in its queued bytes
+// as a value answered by reference is), and maxStreams in all. Hand-offs: the goroutine appends pieces to the valueStream
 // under its lock and wakes the loop (at most one wake pending); its last
 // word is a delivery through the inbox, as any fetch's, which also keeps
 // Shutdown waiting for it. The loop frames the answer once the length is
 // known (beginStream). If the connection closes, OnClose stops the stream,
 // and the goroutine's next piece ends the transfer. A value cut short after
 // its header went out (Redis gone, the fetch timeout) cannot be told to the
-// client but by closing the connection, which is what happens.
+// client but by closing the connection, which is what happens. A client
+// that goes away stops the transfer at the next piece; rueidis then reads
+// the rest of the value to drop it, so that its connection can serve again.
 package server
 
 import (
@@ -50,6 +57,8 @@ const (
 	maxStreams = 64
 	// largeSlots is the size of the table of keys seen large.
 	largeSlots = 1024
+	// streaming marks a key of the table as being streamed.
+	streaming = 2
 )
 
 // chunks holds streamChunk buffers the loops have written out, for reuse.
@@ -79,23 +88,16 @@ type valueStream struct {
 	used int
 
 	// The loop's own.
-	ended bool  // the transfer is over (its delivery came)
-	err   error // why it ended early, if it did
+	ended     bool  // the transfer is over (its delivery came)
+	err       error // why it ended early, if it did
+	unwritten int   // bytes of the value not yet written, once started
 }
 
-// largeSlot is where key's hash is kept in s.large, and the hash (never 0).
+// largeSlot is where key is kept in s.large, and what is kept for it: its
+// hash, bit 0 set (never 0) and the streaming bit clear.
 func (s *Server) largeSlot(key string) (*atomic.Uint64, uint64) {
-	h := xxhash.Sum64String(key) | 1
+	h := (xxhash.Sum64String(key) | 1) &^ streaming
 	return &s.large[h%largeSlots], h
-}
-
-// streamable reports whether key's miss, answered in sl, is to be streamed.
-func (s *Server) streamable(cn *conn, sl *slot, key string) bool {
-	if cn.stream != nil || sl.kind == kindHTTP && !byReference(&sl.http, streamAt) {
-		return false
-	}
-	slot, h := s.largeSlot(key)
-	return slot.Load() == h
 }
 
 // noteLarge remembers key as one to stream if its fetched value, n bytes,
@@ -103,25 +105,28 @@ func (s *Server) streamable(cn *conn, sl *slot, key string) bool {
 func (s *Server) noteLarge(key string, n int) {
 	if n >= streamAt && !s.cache.Keeps(key, n) {
 		slot, h := s.largeSlot(key)
-		slot.Store(h)
+		if slot.Load() != h|streaming {
+			slot.Store(h)
+		}
 	}
 }
 
-// forgetLarge stops streaming key.
-func (s *Server) forgetLarge(key string) {
-	slot, h := s.largeSlot(key)
-	slot.CompareAndSwap(h, 0)
-}
-
 // fetchValue fetches key for the answer in sl (a GET's or an HTTP GET's):
-// streamed if it is large, else as any miss.
+// streamed if it is a large key not being streamed already and there is
+// room, else as any miss.
 func (s *Server) fetchValue(cn *conn, sl *slot, key string) {
-	if !s.streamable(cn, sl, key) {
+	if cn.stream != nil || sl.kind == kindHTTP && !byReference(&sl.http, streamAt) {
+		s.fetch(cn, sl, key, 0)
+		return
+	}
+	slot, h := s.largeSlot(key)
+	if !slot.CompareAndSwap(h, h|streaming) {
 		s.fetch(cn, sl, key, 0)
 		return
 	}
 	if s.streams.Add(1) > maxStreams {
 		s.streams.Add(-1)
+		slot.CompareAndSwap(h|streaming, h)
 		s.fetch(cn, sl, key, 0)
 		return
 	}
@@ -134,14 +139,24 @@ func (s *Server) fetchValue(cn *conn, sl *slot, key string) {
 	go s.stream(st, key)
 }
 
-// stream runs one transfer, on its own goroutine.
+// stream runs one transfer, on its own goroutine. A key whose value turned
+// out small, missing or not to be had is forgotten; one whose GET got an
+// error reply is fetched again the usual way (the reply may be a redirect).
 func (s *Server) stream(st *valueStream, key string) {
 	r := s.backend.Stream(key, st)
 	s.streams.Add(-1)
-	if r.Err == nil && (!r.Found || st.n < streamAt) {
-		s.forgetLarge(key)
+	slot, h := s.largeSlot(key)
+	if r.Found && st.n >= streamAt {
+		slot.CompareAndSwap(h|streaming, h)
+	} else {
+		slot.CompareAndSwap(h|streaming, 0)
 	}
-	s.post(delivery{cn: st.cn, sl: st.sl, key: key, r: r})
+	post := func(r backend.Result) { s.post(delivery{cn: st.cn, sl: st.sl, key: key, r: r}) }
+	if _, isReply := backend.AsReply(r.Err); isReply && !st.started {
+		s.backend.Fetch(key, post)
+		return
+	}
+	post(r)
 }
 
 // Start is backend.Sink's: the value is n bytes.
@@ -243,6 +258,7 @@ func (s *Server) beginStream(cn *conn, sl *slot) {
 		cn.lp.stats.count(proto.HTTP, ResultMiss)
 	}
 	sl.ready = true
+	st.unwritten = n
 	cn.account(sl)
 }
 
@@ -252,10 +268,9 @@ func (s *Server) beginStream(cn *conn, sl *slot) {
 // fetch.
 func (s *Server) streamEnded(cn *conn, sl *slot, r backend.Result) bool {
 	st := sl.stream
-	cn.stream = nil
 	s.beginStream(cn, sl)
 	if !sl.ready {
-		sl.stream = nil
+		sl.stream, cn.stream = nil, nil
 		return false
 	}
 	st.ended, st.err = true, r.Err
@@ -265,10 +280,14 @@ func (s *Server) streamEnded(cn *conn, sl *slot, r backend.Result) bool {
 // writeStream writes what lp.out holds, then the pieces of sl's value read
 // so far while the client keeps up, as writeBody does. It reports whether
 // the value is all written; its CRLF, if any, is then in lp.out. A value
-// cut short closes the connection.
+// cut short closes the connection, at once: what is left of it is of no use.
 func (s *Server) writeStream(cn *conn, sl *slot) bool {
-	s.writeOut(cn)
 	st := sl.stream
+	if st.err != nil {
+		_ = cn.lp.el.Close(cn.c)
+		return false
+	}
+	s.writeOut(cn)
 	for !cn.closed {
 		if s.waitsForReader(cn) {
 			return false
@@ -278,6 +297,7 @@ func (s *Server) writeStream(cn *conn, sl *slot) bool {
 			break
 		}
 		_, _ = cn.c.Write(p.chunk[p.from:p.to]) // copies only what the socket does not take now
+		st.unwritten -= p.to - p.from
 		if p.to == streamChunk {
 			chunks.Put(p.chunk) // the goroutine has moved on to another
 		}
@@ -290,7 +310,7 @@ func (s *Server) writeStream(cn *conn, sl *slot) bool {
 		_ = cn.lp.el.Close(cn.c)
 		return false
 	}
-	sl.stream = nil
+	sl.stream, cn.stream = nil, nil
 	if sl.bodyCRLF {
 		cn.lp.out = append(cn.lp.out, '\r', '\n')
 	}
