@@ -434,7 +434,7 @@ func (c *Client) work() {
 		clear(flights)
 		clear(results)
 		if cap(flights) > keptWorkerBatch {
-			flights, deadlines, scratch = nil, nil, getScratch{}
+			flights, deadlines, scratch = nil, nil, getScratch{ctx: scratch.ctx}
 		}
 	}
 }
@@ -457,12 +457,15 @@ func (c *Client) putBack(j job) bool {
 	return true
 }
 
-// getScratch is what get needs for a batch besides the commands, kept by a
-// worker from one batch to the next. (Not the commands: a pipeline that
-// times out may still hold them, unsent.)
+// getScratch is what get needs for a batch, kept by a worker from one batch
+// to the next.
 type getScratch struct {
 	results []Result
 	send    []int
+	// cmds is nil after a batch that timed out: rueidis may still hold
+	// its commands, to write them.
+	cmds rueidis.Commands
+	ctx  *batchContext // made on first use
 }
 
 // get sends the GETs of a batch, together, and returns their results. A
@@ -500,13 +503,17 @@ func (c *Client) get(flights []*flight, deadlines []time.Time, scratch *getScrat
 		return results
 	}
 	c.fetches.Add(uint64(len(send)))
-	ctx, cancel := context.WithDeadline(context.Background(), latest)
-	defer cancel()
+	if scratch.ctx == nil {
+		scratch.ctx = newBatchContext()
+	}
+	ctx := scratch.ctx
+	ctx.arm(latest)
+	defer ctx.disarm()
 	per := 1 // commands per key: GET, and PTTL with fetchTTL
 	if c.fetchTTL {
 		per = 2
 	}
-	cmds := make(rueidis.Commands, 0, per*len(send))
+	cmds := slices.Grow(scratch.cmds[:0], per*len(send))
 	for _, i := range send {
 		cmds = append(cmds, rc.B().Get().Key(flights[i].key).Build())
 		if c.fetchTTL {
@@ -516,6 +523,11 @@ func (c *Client) get(flights []*flight, deadlines []time.Time, scratch *getScrat
 	sent := time.Now()
 	replies := rc.DoMulti(ctx, cmds...)
 	c.latency.observe(time.Since(sent), len(send))
+	scratch.cmds = nil
+	if ctx.Err() == nil { // all answered: rueidis is done with the commands
+		clear(cmds)
+		scratch.cmds = cmds[:0]
+	}
 	for n, i := range send {
 		results[i] = c.result(replies[per*n])
 		if c.fetchTTL && results[i].Found {

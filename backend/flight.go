@@ -8,6 +8,10 @@
 // there), then the flight leaves its shard, then the waiters are told: a
 // fetch that arrives in between either finds the value in the cache or joins
 // the flight, so a burst of misses for one key costs exactly one GET.
+//
+// Once landed, a flight is referred to by nothing that reads it (it has left
+// its shard, and the batches that held it are spent), so it goes back to a
+// pool for the next miss rather than to the garbage collector.
 
 package backend
 
@@ -62,7 +66,8 @@ func (c *Client) join(key string, w waiter, canStart func() bool) (*flight, join
 	if !canStart() {
 		return nil, refused
 	}
-	f := &flight{key: key, first: w}
+	f := flights.Get().(*flight)
+	f.key, f.first = key, w
 	if c.versions != nil {
 		f.token = c.versions.Version(key)
 	}
@@ -86,4 +91,16 @@ func (c *Client) land(f *flight, r Result) {
 	for _, w := range waiters {
 		w.done(w.i, r)
 	}
+	if cap(waiters) > keptWaiters {
+		waiters = nil
+	}
+	clear(waiters)
+	*f = flight{waiters: waiters[:0]}
+	flights.Put(f)
 }
+
+// flights holds landed flights for reuse.
+var flights = sync.Pool{New: func() any { return new(flight) }}
+
+// keptWaiters is the most joined fetches a reused flight keeps room for.
+const keptWaiters = 16
